@@ -1,0 +1,52 @@
+//! What a server is asked to do: addresses, limits and timeouts.
+//!
+//! The binaries fill a [`Config`] from the command line; tests and benches
+//! build one directly, usually `Config::default()` with `listen` set to
+//! `127.0.0.1:0`.
+//!
+//! Read next: [`crate::server`], which binds and runs it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The address `echo-server` serves when `--listen` is not given.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7007";
+
+/// Everything a [`crate::Server`] needs to know before it binds.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TCP addresses to listen on. Port 0 picks a free port.
+    pub listen: Vec<SocketAddr>,
+    /// After a stop request, how long owed bytes may drain before every
+    /// connection is closed regardless.
+    pub shutdown_timeout: Duration,
+    /// The most bytes a connection may owe (read, not yet echoed) before
+    /// the server stops reading from it.
+    pub max_buffer: usize,
+    /// Whether SIGINT and SIGTERM stop the server. The binary sets this;
+    /// tests that run a server inside their own process leave it off and
+    /// stop it through a [`crate::Handle`].
+    pub handle_signals: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![DEFAULT_ADDR.parse().expect("the default address parses")],
+            shutdown_timeout: Duration::from_secs(5),
+            max_buffer: 64 * 1024,
+            handle_signals: false,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for tests and benches: one listener on
+    /// `127.0.0.1:0` (a free port), everything else at its default.
+    pub fn loopback() -> Self {
+        Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            ..Config::default()
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! One client connection: its state machine and its read-echo-write cycle.
+//!
+//! A connection is in one of three states, named after what is true of the
+//! socket:
+//!
+//! ```text
+//!            read 0 bytes (peer's FIN)
+//!            or the server is stopping
+//!   Open ─────────────────────────────► Draining
+//!     │                                    │ everything owed is written:
+//!     │ reset, broken pipe,                │ shutdown(Write) sends our FIN
+//!     │ any other error                    ▼
+//!     └──────────────────────────────►  Closed ◄── idle or shutdown timeout
+//! ```
+//!
+//! * `Open`: the peer may still send. We read, echo, and queue what the
+//!   kernel would not take.
+//! * `Draining`: we will read no more (the peer sent FIN, or the server is
+//!   stopping), but we still owe bytes. We write them out, then send our own
+//!   FIN.
+//! * `Closed`: nothing more will happen. The server removes the connection
+//!   from its table at the end of the current turn of the loop.
+//!
+//! Every change of state goes through [`Connection::set_state`], which logs
+//! `from => to` at trace level. What the connection wants from the kernel is
+//! derived from the state and the buffer, never kept in flags of its own.
+//!
+//! Read next: [`crate::buffer`] for the bytes owed, then [`crate::server`]
+//! for the loop that drives every connection.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant;
+
+use crate::buffer::Pending;
+
+/// Where a connection is in its life. See the module docs for the diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The peer may still send: read, echo, queue what the kernel refuses.
+    Open,
+    /// No more reading; write out what is owed, then send FIN.
+    Draining,
+    /// Done; waiting for the server to drop it at the end of the turn.
+    Closed,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Open => "Open",
+            State::Draining => "Draining",
+            State::Closed => "Closed",
+        })
+    }
+}
+
+/// What the loop should do with a connection after driving it.
+#[derive(Debug)]
+pub enum Next {
+    /// Nothing more to do until the kernel reports new readiness.
+    Wait,
+    /// The connection used its share of this turn but still has bytes to
+    /// read: drive it again before blocking in `poll` (no new event would
+    /// announce them, the poll being edge-triggered).
+    Again,
+    /// The connection is finished; the reason says why.
+    Close(Reason),
+}
+
+/// Why a connection closed.
+#[derive(Debug)]
+pub enum Reason {
+    /// The peer half-closed and got every byte back, then our FIN.
+    Finished,
+    /// A socket call failed (reset, broken pipe, ...).
+    Error(io::Error),
+    /// No traffic either way for the idle timeout.
+    Idle,
+    /// The server stopped and the shutdown timeout ran out first.
+    Shutdown,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Finished => f.write_str("peer closed, all bytes echoed"),
+            Reason::Error(e) => write!(f, "{}", crate::error::describe(e)),
+            Reason::Idle => f.write_str("idle timeout"),
+            Reason::Shutdown => f.write_str("shutdown timeout"),
+        }
+    }
+}
+
+/// What the loop knows when it drives a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Wake {
+    /// There may be bytes (or an EOF, or an error) to read.
+    pub readable: bool,
+    /// A read that returns fewer bytes than asked proves the receive queue
+    /// is empty, so the pass may stop there instead of making one more read
+    /// that would only return `WouldBlock`. True for a readable event that
+    /// does not say the peer closed: any byte arriving later raises a new
+    /// event. False when the peer's FIN may be waiting behind the data (the
+    /// EOF must be read now: its edge has passed) and for passes the loop
+    /// makes on its own, from the ready list, which no event vouches for.
+    pub short_read_is_empty: bool,
+}
+
+impl Wake {
+    /// A pass the loop makes without an event: read until `WouldBlock`.
+    pub const AGAIN: Wake = Wake {
+        readable: true,
+        short_read_is_empty: false,
+    };
+    /// A pass that only writes what is owed (for example at shutdown).
+    pub const FLUSH: Wake = Wake {
+        readable: false,
+        short_read_is_empty: false,
+    };
+}
+
+/// Per-connection limits the server applies on every pass.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The most bytes a connection may owe before we stop reading from it.
+    pub max_buffer: usize,
+    /// The most bytes one pass may read before yielding to other connections.
+    pub budget: usize,
+}
+
+/// A socket a connection can drive: a byte stream whose write side can be
+/// shut down on its own. Implemented by mio's `TcpStream`; tests use a
+/// scripted fake.
+pub trait Stream: Read + Write {
+    /// Sends FIN: the peer reads EOF after every byte already written.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Stream for mio::net::TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+/// One client: its socket, its state and the bytes it is owed.
+#[derive(Debug)]
+pub struct Connection<S = mio::net::TcpStream> {
+    stream: S,
+    state: State,
+    pending: Pending,
+    peer: SocketAddr,
+    opened: Instant,
+    /// Bytes read from the peer.
+    bytes_in: u64,
+    /// Bytes written back to the peer.
+    bytes_out: u64,
+}
+
+impl<S: Stream> Connection<S> {
+    /// A new, open connection to `peer`.
+    pub fn new(stream: S, peer: SocketAddr) -> Self {
+        Connection {
+            stream,
+            state: State::Open,
+            pending: Pending::new(),
+            peer,
+            opened: Instant::now(),
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// The socket, for registering with the poll.
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// When the connection was accepted.
+    pub fn opened(&self) -> Instant {
+        self.opened
+    }
+
+    /// Bytes read from the peer so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+
+    /// Bytes echoed back to the peer so far.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
+    }
+
+    /// Bytes read but not yet echoed.
+    pub fn owed(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// We read while the peer may still send and the buffer has room.
+    pub fn wants_read(&self, limits: &Limits) -> bool {
+        self.state == State::Open && self.pending.len() < limits.max_buffer
+    }
+
+    /// We want to write while bytes are owed.
+    pub fn wants_write(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The one place a connection changes state.
+    pub fn set_state(&mut self, to: State) {
+        if self.state != to {
+            log::trace!("{}: {} => {}", self.peer, self.state, to);
+            self.state = to;
+        }
+    }
+
+    /// Stops reading (the server is shutting down) and finishes what is owed:
+    /// a connection that owes nothing closes at once.
+    pub fn stop(&mut self, buf: &mut [u8], limits: &Limits) -> Next {
+        if self.state == State::Open {
+            self.set_state(State::Draining);
+        }
+        self.drive(buf, Wake::FLUSH, limits)
+    }
+
+    /// Closes the connection now, whatever it still owes.
+    pub fn abort(&mut self, reason: Reason) -> Next {
+        self.set_state(State::Closed);
+        Next::Close(reason)
+    }
+
+    /// One pass of the echo cycle: write what is owed, then read and echo
+    /// until the receive queue is empty, the buffer is full, or the pass has
+    /// used its budget.
+    ///
+    /// `buf` is the loop's shared read buffer: bytes pass through it on their
+    /// way back out and only what the kernel refuses to take is copied into
+    /// this connection's own buffer.
+    pub fn drive(&mut self, buf: &mut [u8], wake: Wake, limits: &Limits) -> Next {
+        let mut may_read = wake.readable;
+        let mut short_read_is_empty = wake.short_read_is_empty;
+
+        // 1. Write what we owe. If we had stopped reading because the buffer
+        //    was full and this frees room, read again now: the bytes we left
+        //    in the socket raised their event long ago and will not raise
+        //    another (edge-triggered), so only we know they are there.
+        if self.wants_write() {
+            let was_full = !self.wants_read(limits);
+            match self.pending.write_to(&mut self.stream) {
+                Ok(n) => {
+                    self.bytes_out += n as u64;
+                    log::trace!("{}: wrote {} owed, {} left", self.peer, n, self.owed());
+                }
+                Err(e) => return self.abort(Reason::Error(e)),
+            }
+            if was_full && self.wants_read(limits) {
+                may_read = true;
+                short_read_is_empty = false;
+            }
+        }
+
+        // 2. Read and echo.
+        let mut moved = 0;
+        while may_read && self.wants_read(limits) {
+            if moved >= limits.budget {
+                log::trace!("{}: used its budget of {} bytes, yields", self.peer, moved);
+                return Next::Again;
+            }
+            // Never read more than the buffer could hold if none of it went
+            // out: the per-connection memory bound is hard.
+            let room = (limits.max_buffer - self.pending.len()).min(buf.len());
+            let n = match self.stream.read(&mut buf[..room]) {
+                // Zero bytes is the peer's FIN: it will send nothing more but
+                // still reads. It is owed every byte it sent, so this is a
+                // half-close, not a reason to close.
+                Ok(0) => {
+                    log::trace!("{}: read EOF", self.peer);
+                    self.set_state(State::Draining);
+                    break;
+                }
+                Ok(n) => n,
+                // The receive queue is empty: the pass is done.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // A signal arrived mid-call; nothing was read. Try again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Reset, or any other failure: this connection is over.
+                Err(e) => return self.abort(Reason::Error(e)),
+            };
+            self.bytes_in += n as u64;
+            moved += n;
+            if let Err(e) = self.echo(&buf[..n]) {
+                return self.abort(Reason::Error(e));
+            }
+            if n < room && short_read_is_empty {
+                break;
+            }
+        }
+
+        // 3. The peer is done sending and has everything back: send our FIN.
+        if self.state == State::Draining && !self.wants_write() {
+            if let Err(e) = self.stream.shutdown_write() {
+                // The peer may already be gone; there is nothing left to say.
+                log::trace!("{}: shutdown(Write) failed: {}", self.peer, e);
+            }
+            self.set_state(State::Closed);
+            return Next::Close(Reason::Finished);
+        }
+        Next::Wait
+    }
+
+    /// Sends `bytes` straight back, queueing whatever the kernel does not take.
+    fn echo(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.wants_write() {
+            // Earlier bytes are still queued, so the send buffer is full:
+            // these go behind them, in order.
+            self.pending.push(bytes);
+            log::trace!("{}: read {}, queued behind {}", self.peer, bytes.len(), self.owed());
+            return Ok(());
+        }
+        loop {
+            match self.stream.write(bytes) {
+                Ok(n) => {
+                    self.bytes_out += n as u64;
+                    if n < bytes.len() {
+                        // The send buffer filled mid-write. The rest waits for
+                        // the writable event that the kernel will now raise.
+                        self.pending.push(&bytes[n..]);
+                    }
+                    log::trace!("{}: read {}, wrote {}", self.peer, bytes.len(), n);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.pending.push(bytes);
+                    log::trace!("{}: read {}, send buffer full", self.peer, bytes.len());
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A scripted socket: reads come from `input` (then `WouldBlock`, or EOF
+    /// once `eof` is set); writes go to `output` while `room` lasts.
+    #[derive(Default)]
+    struct Fake {
+        input: VecDeque<u8>,
+        eof: bool,
+        read_error: Option<io::ErrorKind>,
+        output: Vec<u8>,
+        room: usize,
+        shut: bool,
+        reads: usize,
+    }
+
+    impl Read for Fake {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            if let Some(kind) = self.read_error.take() {
+                return Err(kind.into());
+            }
+            if self.input.is_empty() {
+                return if self.eof {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            }
+            let n = buf.len().min(self.input.len());
+            for b in buf.iter_mut().take(n) {
+                *b = self.input.pop_front().unwrap();
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Fake {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.output.extend_from_slice(&buf[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Stream for Fake {
+        fn shutdown_write(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        max_buffer: 100,
+        budget: 1000,
+    };
+
+    const READABLE: Wake = Wake {
+        readable: true,
+        short_read_is_empty: true,
+    };
+
+    fn conn(input: &[u8], room: usize) -> Connection<Fake> {
+        let fake = Fake {
+            input: input.iter().copied().collect(),
+            room,
+            ..Fake::default()
+        };
+        Connection::new(fake, "127.0.0.1:1".parse().unwrap())
+    }
+
+    fn drive(c: &mut Connection<Fake>, wake: Wake) -> Next {
+        let mut buf = [0u8; 16];
+        c.drive(&mut buf, wake, &LIMITS)
+    }
+
+    mod open {
+        use super::*;
+
+        /// Bytes that arrive are written straight back, none kept.
+        #[test]
+        fn echoes_what_it_reads() {
+            let mut c = conn(b"hello", 1000);
+            assert!(matches!(drive(&mut c, READABLE), Next::Wait));
+            assert_eq!(c.stream.output, b"hello");
+            assert_eq!(c.owed(), 0);
+            assert_eq!(c.state(), State::Open);
+        }
+
+        /// A short read ends the pass without a read that would only block.
+        #[test]
+        fn short_read_skips_the_wouldblock_read() {
+            let mut c = conn(b"hello", 1000);
+            drive(&mut c, READABLE);
+            assert_eq!(c.stream.reads, 1);
+        }
+
+        /// Without the event's word for it, the pass reads until WouldBlock.
+        #[test]
+        fn loop_pass_reads_until_wouldblock() {
+            let mut c = conn(b"hello", 1000);
+            drive(&mut c, Wake::AGAIN);
+            assert_eq!(c.stream.reads, 2);
+        }
+
+        /// What the kernel refuses is kept, in order, and sent on writable.
+        #[test]
+        fn partial_write_keeps_the_rest_in_order() {
+            let data: Vec<u8> = (0..40).collect();
+            let mut c = conn(&data, 10);
+            drive(&mut c, READABLE);
+            assert_eq!(c.stream.output, &data[..10]);
+            assert_eq!(c.owed(), 30);
+            c.stream.room = 1000;
+            drive(&mut c, Wake::FLUSH);
+            assert_eq!(c.stream.output, data);
+            assert_eq!(c.owed(), 0);
+        }
+
+        /// At the buffer limit the connection stops reading from the peer.
+        #[test]
+        fn stops_reading_at_the_buffer_limit() {
+            let data = vec![1u8; 500];
+            let mut c = conn(&data, 0);
+            drive(&mut c, READABLE);
+            assert_eq!(c.owed(), LIMITS.max_buffer);
+            assert!(!c.wants_read(&LIMITS));
+            assert_eq!(c.stream.input.len(), 400);
+        }
+
+        /// When the buffer drains, reading resumes in the same pass.
+        #[test]
+        fn resumes_reading_when_the_buffer_drains() {
+            let data: Vec<u8> = (0..=255).cycle().take(500).collect();
+            let mut c = conn(&data, 0);
+            drive(&mut c, READABLE);
+            c.stream.room = usize::MAX;
+            // A writable-only wake: no event says there is more to read.
+            drive(&mut c, Wake::FLUSH);
+            assert_eq!(c.stream.output, data);
+            assert!(c.stream.input.is_empty());
+        }
+
+        /// A pass reads at most its budget, then asks to be driven again.
+        #[test]
+        fn yields_after_its_budget() {
+            let data = vec![9u8; 64];
+            let mut c = conn(&data, 1000);
+            let mut buf = [0u8; 16];
+            let limits = Limits {
+                max_buffer: 100,
+                budget: 32,
+            };
+            assert!(matches!(
+                c.drive(&mut buf, Wake::AGAIN, &limits),
+                Next::Again
+            ));
+            assert_eq!(c.stream.output.len(), 32);
+            assert!(matches!(c.drive(&mut buf, Wake::AGAIN, &limits), Next::Again));
+            assert!(matches!(c.drive(&mut buf, Wake::AGAIN, &limits), Next::Wait));
+            assert_eq!(c.stream.output, data);
+        }
+
+        /// A reset closes the connection with the error.
+        #[test]
+        fn reset_closes() {
+            let mut c = conn(b"", 1000);
+            c.stream.read_error = Some(io::ErrorKind::ConnectionReset);
+            match drive(&mut c, READABLE) {
+                Next::Close(Reason::Error(e)) => {
+                    assert_eq!(e.kind(), io::ErrorKind::ConnectionReset)
+                }
+                other => panic!("expected close, got {other:?}"),
+            }
+            assert_eq!(c.state(), State::Closed);
+        }
+
+        /// A readable hint with nothing to read changes nothing.
+        #[test]
+        fn spurious_wake_is_harmless() {
+            let mut c = conn(b"", 1000);
+            assert!(matches!(drive(&mut c, Wake::AGAIN), Next::Wait));
+            assert_eq!(c.state(), State::Open);
+        }
+    }
+
+    mod draining {
+        use super::*;
+
+        /// EOF with nothing owed: FIN at once, then closed.
+        #[test]
+        fn eof_with_nothing_owed_finishes() {
+            let mut c = conn(b"bye", 1000);
+            c.stream.eof = true;
+            let wake = Wake {
+                readable: true,
+                short_read_is_empty: false,
+            };
+            assert!(matches!(drive(&mut c, wake), Next::Close(Reason::Finished)));
+            assert_eq!(c.stream.output, b"bye");
+            assert_eq!(c.state(), State::Closed);
+        }
+
+        /// EOF while bytes are owed: stay until they are written, then close.
+        #[test]
+        fn eof_waits_for_owed_bytes() {
+            let data = vec![5u8; 50];
+            let mut c = conn(&data, 20);
+            c.stream.eof = true;
+            assert!(matches!(drive(&mut c, Wake::AGAIN), Next::Wait));
+            assert_eq!(c.state(), State::Draining);
+            c.stream.room = 1000;
+            assert!(matches!(
+                drive(&mut c, Wake::FLUSH),
+                Next::Close(Reason::Finished)
+            ));
+            assert_eq!(c.stream.output, data);
+        }
+
+        /// Stopping the server stops reading but still flushes what is owed.
+        #[test]
+        fn stop_flushes_then_closes() {
+            let mut c = conn(&[3u8; 30], 10);
+            drive(&mut c, READABLE);
+            let mut buf = [0u8; 16];
+            assert!(matches!(c.stop(&mut buf, &LIMITS), Next::Wait));
+            assert_eq!(c.state(), State::Draining);
+            c.stream.input.extend([4u8; 10]);
+            c.stream.room = 1000;
+            assert!(matches!(
+                drive(&mut c, READABLE),
+                Next::Close(Reason::Finished)
+            ));
+            assert_eq!(c.stream.output, vec![3u8; 30]);
+        }
+    }
+}
