@@ -325,7 +325,12 @@ impl<S: Stream> Connection<S> {
             // Earlier bytes are still queued, so the send buffer is full:
             // these go behind them, in order.
             self.pending.push(bytes);
-            log::trace!("{}: read {}, queued behind {}", self.peer, bytes.len(), self.owed());
+            log::trace!(
+                "{}: read {}, queued behind {}",
+                self.peer,
+                bytes.len(),
+                self.owed()
+            );
             return Ok(());
         }
         loop {
@@ -366,7 +371,6 @@ mod tests {
         read_error: Option<io::ErrorKind>,
         output: Vec<u8>,
         room: usize,
-        shut: bool,
         reads: usize,
     }
 
@@ -518,8 +522,14 @@ mod tests {
                 Next::Again
             ));
             assert_eq!(c.stream.output.len(), 32);
-            assert!(matches!(c.drive(&mut buf, Wake::AGAIN, &limits), Next::Again));
-            assert!(matches!(c.drive(&mut buf, Wake::AGAIN, &limits), Next::Wait));
+            assert!(matches!(
+                c.drive(&mut buf, Wake::AGAIN, &limits),
+                Next::Again
+            ));
+            assert!(matches!(
+                c.drive(&mut buf, Wake::AGAIN, &limits),
+                Next::Wait
+            ));
             assert_eq!(c.stream.output, data);
         }
 

@@ -121,7 +121,8 @@ impl Server {
             return Err(StartError::Config("--max-buffer must be at least 1".into()));
         }
         let poll = Poll::new().map_err(|e| StartError::Setup("poll", e))?;
-        let waker = Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Setup("waker", e))?;
+        let waker =
+            Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Setup("waker", e))?;
 
         let mut listeners = Vec::with_capacity(config.listen.len());
         for (i, &addr) in config.listen.iter().enumerate() {
@@ -286,7 +287,11 @@ impl Server {
             "token {key}: event{}{}{}",
             if event.is_readable() { " readable" } else { "" },
             if event.is_writable() { " writable" } else { "" },
-            if event.is_read_closed() { " read-closed" } else { "" },
+            if event.is_read_closed() {
+                " read-closed"
+            } else {
+                ""
+            },
         );
         // An error or hang-up is a reason to read: the read reports it.
         let closed_hint = event.is_read_closed() || event.is_error();
@@ -360,7 +365,8 @@ impl Server {
             return;
         }
         let conns = &self.conns;
-        self.ready.retain(|&key| conns[key].state() != State::Closed);
+        self.ready
+            .retain(|&key| conns[key].state() != State::Closed);
         for key in self.closed.drain(..) {
             self.conns.remove(key);
         }

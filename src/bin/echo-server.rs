@@ -1,1 +1,91 @@
-fn main(){}
+//! `echo-server`: parse the command line, start the loop, report how it ended.
+//!
+//! Everything else lives in the library; read `src/lib.rs` first.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use mio_echo::config::DEFAULT_ADDR;
+use mio_echo::{Config, Server};
+
+/// An RFC 862 echo server: every byte a client sends comes back to it, in
+/// order, until the client closes.
+///
+/// One thread, one mio poll loop. Logs go to standard error; set RUST_LOG
+/// (error, warn, info, debug, trace) to choose how much. SIGINT or SIGTERM
+/// stops accepting and lets owed bytes drain; a second signal closes at once.
+#[derive(Parser, Debug)]
+#[command(name = "echo-server", version)]
+struct Args {
+    /// TCP address to serve, as IP:PORT ([::1]:PORT for IPv6). Repeat to
+    /// serve several. Port 0 picks a free port; the log says which.
+    #[arg(short, long = "listen", value_name = "ADDR", default_value = DEFAULT_ADDR,
+          value_parser = parse_addr)]
+    listen: Vec<SocketAddr>,
+
+    /// After SIGINT/SIGTERM, how many seconds owed bytes may drain before
+    /// every connection is closed.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs,
+          allow_negative_numbers = true)]
+    shutdown_timeout: Duration,
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        "expected IP:PORT, such as 127.0.0.1:7007, 0.0.0.0:7007 or [::1]:7007".to_string()
+    })
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| "expected a number of seconds, 0 or more".to_string())
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => return usage_error(e),
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let config = Config {
+        listen: args.listen,
+        shutdown_timeout: args.shutdown_timeout,
+        handle_signals: true,
+        ..Config::default()
+    };
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.run() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "error: the poll loop failed: {}",
+                mio_echo::error::describe(&e)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--help` and `--version` print and exit 0; any other parse error becomes
+/// one `error: ...` line and exit status 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("error: invalid arguments");
+    eprintln!("{first} (see --help)");
+    ExitCode::from(2)
+}

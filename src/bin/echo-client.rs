@@ -1,0 +1,108 @@
+//! `echo-client`: parse the command line, run one echo session, report how
+//! it ended.
+//!
+//! Everything else lives in the library; read `src/client.rs` for the
+//! session itself.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use mio_echo::client::{self, ClientError, Options};
+use mio_echo::config::DEFAULT_ADDR;
+
+/// A client for an RFC 862 echo server: sends standard input, prints the
+/// echo, and checks that every byte came back unchanged.
+///
+/// At a terminal each line goes out when Enter is pressed and its echo is
+/// printed when it returns; end with Ctrl-D. Piped, the output is the input,
+/// byte for byte. Any difference, early close or silence from the server is
+/// an error naming what went wrong, with a non-zero exit status.
+#[derive(Parser, Debug)]
+#[command(name = "echo-client", version)]
+struct Args {
+    /// The server: IP:PORT, [IPv6]:PORT or HOST:PORT (every address the
+    /// name resolves to is tried).
+    #[arg(value_name = "ADDR", default_value = DEFAULT_ADDR)]
+    addr: String,
+
+    /// Send TEXT and a newline instead of reading standard input, print the
+    /// echo and exit.
+    #[arg(short, long, value_name = "TEXT", allow_hyphen_values = true)]
+    message: Option<String>,
+
+    /// How many seconds connecting, and each wait for the echo, may take
+    /// (fractions allowed, such as 0.5).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs,
+          allow_negative_numbers = true)]
+    timeout: Duration,
+}
+
+/// A positive number of seconds. Zero is refused as well as negatives: the
+/// socket calls have no "zero timeout", and waiting forever is what the
+/// timeout exists to prevent.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| "expected a number of seconds greater than 0, such as 5 or 0.5".to_string())
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => return usage_error(e),
+    };
+    // Quiet unless asked: RUST_LOG=debug shows each address tried.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+
+    let opts = Options {
+        timeout: args.timeout,
+        ..Options::default()
+    };
+    match run(&args, &opts) {
+        Ok(_) => ExitCode::SUCCESS,
+        // The reader of our output left (`echo-client | head -c1`): it has
+        // what it wanted, so end quietly, as a tool killed by SIGPIPE would.
+        Err(e) if e.is_output_closed() => ExitCode::SUCCESS,
+        Err(e) => {
+            // Not `eprintln!`: it panics if standard error is closed.
+            let _ = writeln!(io::stderr().lock(), "error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Connects and runs one session over `--message` or standard input.
+fn run(args: &Args, opts: &Options) -> Result<u64, ClientError> {
+    let (mut stream, peer) = client::connect(&args.addr, opts.timeout)?;
+    let mut stdout = io::stdout().lock();
+    match &args.message {
+        Some(text) => {
+            let line = format!("{text}\n");
+            client::echo(&mut stream, peer, &mut line.as_bytes(), &mut stdout, opts)
+        }
+        None => client::echo(
+            &mut stream,
+            peer,
+            &mut io::stdin().lock(),
+            &mut stdout,
+            opts,
+        ),
+    }
+}
+
+/// `--help` and `--version` print and exit 0; any other parse error becomes
+/// one `error: ...` line and exit status 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("error: invalid arguments");
+    let _ = writeln!(io::stderr().lock(), "{first} (see --help)");
+    ExitCode::from(2)
+}

@@ -1,0 +1,440 @@
+//! `echo-client` end to end: the built binary against a real server started
+//! in this process, or against small fake servers that misbehave on
+//! purpose. Everything runs over loopback and every wait has a deadline.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+/// The longest any one client run may take before the test fails. Generous,
+/// because debug builds move the multi-MiB inputs slowly on a busy machine.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// What a finished client run left behind.
+struct Run {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    /// The non-empty lines of standard error.
+    fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr.lines().filter(|l| !l.is_empty()).collect()
+    }
+
+    /// Fails with everything the client said, for a readable test failure.
+    fn assert_success(&self) {
+        assert!(
+            self.status.success(),
+            "echo-client failed with {}: {}",
+            self.status,
+            self.stderr
+        );
+        assert!(self.stderr.is_empty(), "unexpected stderr: {}", self.stderr);
+    }
+
+    /// Fails unless the run failed with exactly one `error:` line and no panic.
+    fn assert_one_error_line(&self) {
+        assert!(!self.status.success(), "expected a failure");
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        let lines = self.stderr_lines();
+        assert_eq!(lines.len(), 1, "expected one line, got: {:?}", self.stderr);
+        assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+    }
+}
+
+fn client() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_echo-client"))
+}
+
+/// Writes `input` to the child's stdin from a thread, then closes it, so a
+/// large input cannot deadlock against the output we read meanwhile. A
+/// client that exits early makes the write fail; that is not our failure.
+fn feed(stdin: ChildStdin, input: Vec<u8>) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let mut stdin = stdin;
+        let _ = stdin.write_all(&input);
+    })
+}
+
+/// Reads a pipe to its end on a thread.
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Waits for `child` until [`DEADLINE`]; past it, kills the child (ours)
+/// and fails the test.
+fn wait(child: &mut Child, started: Instant) -> ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("echo-client still running after {DEADLINE:?}");
+        }
+        // Polling interval only: the deadline, not this sleep, is the bound.
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs the client with `args`, feeding `input` on stdin.
+fn run_client(args: &[&str], input: Vec<u8>) -> Run {
+    let started = Instant::now();
+    let mut child = client()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start echo-client");
+    let feeder = feed(child.stdin.take().unwrap(), input);
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let status = wait(&mut child, started);
+    let elapsed = started.elapsed();
+    feeder.join().unwrap();
+    Run {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: String::from_utf8_lossy(&stderr.join().unwrap()).into_owned(),
+        elapsed,
+    }
+}
+
+/// A real echo server on a free loopback port, stopped when dropped.
+fn server() -> mio_echo::Running {
+    mio_echo::Server::bind(mio_echo::Config::loopback())
+        .unwrap()
+        .spawn()
+        .unwrap()
+}
+
+/// A fake server for one connection: `serve` gets the accepted stream.
+fn fake_server(serve: impl FnOnce(TcpStream) + Send + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        if let Ok((stream, _)) = listener.accept() {
+            serve(stream);
+        }
+    });
+    addr
+}
+
+/// Echoes everything through `alter(offset, byte)` until the client's FIN.
+/// Errors end it quietly: the client is expected to hang up on a liar.
+fn altered_echo(mut stream: TcpStream, alter: impl Fn(u64, u8) -> u8) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut offset = 0u64;
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        for byte in &mut buf[..n] {
+            *byte = alter(offset, *byte);
+            offset += 1;
+        }
+        if stream.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    StdRng::seed_from_u64(0x0ec0).fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Piped text comes back byte for byte.
+#[test]
+fn piped_text_comes_back_byte_for_byte() {
+    let server = server();
+    let text = "hello\nsecond line\n\nno newline at the end: é ✓".repeat(100);
+    let run = run_client(&[&server.addr().to_string()], text.clone().into_bytes());
+    run.assert_success();
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), text);
+}
+
+/// Several MiB of random binary come back identical.
+#[test]
+fn piped_binary_comes_back_identical() {
+    let server = server();
+    let data = random_bytes(8 * 1024 * 1024);
+    let run = run_client(&[&server.addr().to_string()], data.clone());
+    run.assert_success();
+    assert_eq!(run.stdout.len(), data.len());
+    assert!(run.stdout == data, "the echo differs from the input");
+}
+
+/// `-m TEXT` prints TEXT and a newline.
+#[test]
+fn message_flag_prints_the_message_and_a_newline() {
+    let server = server();
+    let run = run_client(&[&server.addr().to_string(), "-m", "hello"], Vec::new());
+    run.assert_success();
+    assert_eq!(run.stdout, b"hello\n");
+}
+
+/// Empty standard input: exit 0 with nothing printed.
+#[test]
+fn empty_stdin_prints_nothing_and_succeeds() {
+    let server = server();
+    let run = run_client(&[&server.addr().to_string()], Vec::new());
+    run.assert_success();
+    assert!(run.stdout.is_empty());
+}
+
+/// Each chunk's echo is printed before the next input arrives, as at a
+/// terminal where lines are typed one at a time.
+#[test]
+fn each_line_is_echoed_before_the_next_is_sent() {
+    let server = server();
+    let mut child = client()
+        .arg(server.addr().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start echo-client");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    for line in ["first\n", "second\n"] {
+        stdin.write_all(line.as_bytes()).unwrap();
+        let mut echoed = Vec::new();
+        while echoed.len() < line.len() {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(piece) => echoed.extend(piece),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("no echo of {line:?} while stdin stays open");
+                }
+            }
+        }
+        assert_eq!(echoed, line.as_bytes());
+    }
+    drop(stdin);
+    assert!(wait(&mut child, started).success());
+}
+
+/// A name is resolved and each of its addresses tried: `localhost` may be
+/// ::1 first, where nothing listens.
+#[test]
+fn a_host_name_is_resolved() {
+    let server = server();
+    let addr = format!("localhost:{}", server.addr().port());
+    let run = run_client(&[&addr, "-m", "by name"], Vec::new());
+    run.assert_success();
+    assert_eq!(run.stdout, b"by name\n");
+}
+
+/// A refused connection is one line naming the address, and exit status 1.
+#[test]
+fn refused_connection_is_one_line_and_status_1() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let run = run_client(&[&format!("127.0.0.1:{port}")], b"hi\n".to_vec());
+    run.assert_one_error_line();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error: cannot connect to 127.0.0.1:{port}: connection refused \
+             (is echo-server running?)"
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
+/// An echo with one byte changed fails and names that byte's offset in the
+/// session (past the first chunk, so a per-chunk offset would be wrong).
+#[test]
+fn a_changed_byte_is_reported_at_its_offset() {
+    const FLIPPED: u64 = 100_000;
+    let addr = fake_server(|stream| {
+        altered_echo(
+            stream,
+            |offset, byte| {
+                if offset == FLIPPED {
+                    !byte
+                } else {
+                    byte
+                }
+            },
+        )
+    });
+    let run = run_client(&[&addr.to_string()], random_bytes(300_000));
+    run.assert_one_error_line();
+    assert!(
+        run.stderr.contains(&format!("at offset {FLIPPED} ")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        (run.stdout.len() as u64) <= FLIPPED,
+        "nothing past the wrong byte is printed"
+    );
+}
+
+/// A server that accepts and never answers ends in a timeout error, soon.
+#[test]
+fn a_silent_server_times_out() {
+    let addr = fake_server(|mut stream| {
+        // Swallow everything, say nothing; return when the client leaves.
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+    });
+    let run = run_client(
+        &[&addr.to_string(), "--timeout", "0.5"],
+        b"anyone?\n".to_vec(),
+    );
+    run.assert_one_error_line();
+    assert!(
+        run.stderr
+            .contains(&format!("no echo from {addr} within 0.5s")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        run.elapsed
+    );
+}
+
+/// A server that sends bytes it was never sent is caught.
+#[test]
+fn a_server_that_invents_bytes_is_an_error() {
+    let addr = fake_server(|stream| {
+        let mut writer = stream.try_clone().unwrap();
+        altered_echo(stream, |_, byte| byte);
+        let _ = writer.write_all(b"surprise");
+    });
+    let run = run_client(&[&addr.to_string()], b"hi\n".to_vec());
+    run.assert_one_error_line();
+    assert!(run.stderr.contains("invented"), "{}", run.stderr);
+}
+
+/// A server that closes before echoing everything is reported with counts.
+#[test]
+fn a_server_that_closes_early_is_an_error() {
+    let addr = fake_server(|mut stream| {
+        let mut buf = [0u8; 11];
+        let _ = stream.read_exact(&mut buf);
+        let _ = stream.write_all(&buf[..4]);
+        // FIN with 7 bytes still owed. (Closing with unread bytes would send
+        // a reset instead, which the client reports as one.)
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+    });
+    let run = run_client(&[&addr.to_string(), "-m", "0123456789"], Vec::new());
+    run.assert_one_error_line();
+    assert!(
+        run.stderr
+            .contains("closed the connection after 4 of 11 bytes"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// An unknown flag is a usage error: one line, status 2.
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let run = run_client(&["--nope"], Vec::new());
+    run.assert_one_error_line();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(run.stderr.contains("--nope"), "{}", run.stderr);
+    assert!(run.stderr.trim_end().ends_with("(see --help)"));
+}
+
+/// Negative, zero and NaN timeouts are refused with one line.
+#[test]
+fn bad_timeouts_are_refused() {
+    for bad in ["-1", "0", "NaN", "soon"] {
+        let run = run_client(&["--timeout", bad], Vec::new());
+        run.assert_one_error_line();
+        assert_eq!(run.status.code(), Some(2), "--timeout {bad}");
+        assert!(run.stderr.contains("--timeout"), "{}", run.stderr);
+    }
+}
+
+/// A reader that closes our output early ends the client quietly.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let server = server();
+    let started = Instant::now();
+    let mut child = client()
+        .arg(server.addr().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start echo-client");
+    // Like `echo-client | head -c0`: the reader is gone before the echo.
+    drop(child.stdout.take());
+    let feeder = feed(child.stdin.take().unwrap(), random_bytes(1024 * 1024));
+    let stderr = drain(child.stderr.take().unwrap());
+    let status = wait(&mut child, started);
+    feeder.join().unwrap();
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.lines().count() <= 1, "{stderr}");
+    assert!(status.code().is_some(), "not killed by a signal: {status}");
+}
+
+/// `--help` describes every flag and the address.
+#[test]
+fn help_mentions_every_flag() {
+    let run = run_client(&["--help"], Vec::new());
+    run.assert_success();
+    let help = String::from_utf8(run.stdout).unwrap();
+    for flag in [
+        "ADDR",
+        "-m",
+        "--message",
+        "--timeout",
+        "--help",
+        "--version",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+/// `--version` prints the crate's version.
+#[test]
+fn version_prints_the_version() {
+    let run = run_client(&["--version"], Vec::new());
+    run.assert_success();
+    let out = String::from_utf8(run.stdout).unwrap();
+    assert_eq!(
+        out.trim(),
+        format!("echo-client {}", env!("CARGO_PKG_VERSION"))
+    );
+}
