@@ -23,6 +23,15 @@ pub struct Config {
     /// The most bytes a connection may owe (read, not yet echoed) before
     /// the server stops reading from it.
     pub max_buffer: usize,
+    /// The most connections served at once; past it a new connection is
+    /// closed as soon as it is accepted. Lowered to what the descriptor
+    /// limit allows.
+    pub max_connections: usize,
+    /// The most connections one IP address may hold at once (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Close a connection after this long without traffic either way
+    /// (`None`: never; RFC 862 lets the client decide when to leave).
+    pub idle_timeout: Option<Duration>,
     /// Whether SIGINT and SIGTERM stop the server. The binary sets this;
     /// tests that run a server inside their own process leave it off and
     /// stop it through a [`crate::Handle`].
@@ -35,6 +44,9 @@ impl Default for Config {
             listen: vec![DEFAULT_ADDR.parse().expect("the default address parses")],
             shutdown_timeout: Duration::from_secs(5),
             max_buffer: 64 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 0,
+            idle_timeout: None,
             handle_signals: false,
         }
     }

@@ -31,7 +31,6 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::time::Instant;
 
 use crate::buffer::Pending;
 
@@ -93,6 +92,10 @@ impl fmt::Display for Reason {
     }
 }
 
+/// Milliseconds since the server started, wrapping after 49 days: enough to
+/// time idleness and lifetimes, in four bytes per timestamp.
+pub type Tick = u32;
+
 /// What the loop knows when it drives a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Wake {
@@ -106,19 +109,29 @@ pub struct Wake {
     /// EOF must be read now: its edge has passed) and for passes the loop
     /// makes on its own, from the ready list, which no event vouches for.
     pub short_read_is_empty: bool,
+    /// The loop's clock for this turn (0 when nothing needs the time): a
+    /// pass that moves bytes records it as the connection's last activity.
+    pub now: Tick,
 }
 
 impl Wake {
     /// A pass the loop makes without an event: read until `WouldBlock`.
-    pub const AGAIN: Wake = Wake {
-        readable: true,
-        short_read_is_empty: false,
-    };
+    pub fn again(now: Tick) -> Wake {
+        Wake {
+            readable: true,
+            short_read_is_empty: false,
+            now,
+        }
+    }
+
     /// A pass that only writes what is owed (for example at shutdown).
-    pub const FLUSH: Wake = Wake {
-        readable: false,
-        short_read_is_empty: false,
-    };
+    pub fn flush(now: Tick) -> Wake {
+        Wake {
+            readable: false,
+            short_read_is_empty: false,
+            now,
+        }
+    }
 }
 
 /// Per-connection limits the server applies on every pass.
@@ -151,7 +164,10 @@ pub struct Connection<S = mio::net::TcpStream> {
     state: State,
     pending: Pending,
     peer: SocketAddr,
-    opened: Instant,
+    /// Told apart from earlier connections that had the same slab key.
+    id: u32,
+    opened: Tick,
+    last_active: Tick,
     /// Bytes read from the peer.
     bytes_in: u64,
     /// Bytes written back to the peer.
@@ -159,14 +175,16 @@ pub struct Connection<S = mio::net::TcpStream> {
 }
 
 impl<S: Stream> Connection<S> {
-    /// A new, open connection to `peer`.
-    pub fn new(stream: S, peer: SocketAddr) -> Self {
+    /// A new, open connection to `peer`, the server's `id`th, at `now`.
+    pub fn new(stream: S, peer: SocketAddr, id: u32, now: Tick) -> Self {
         Connection {
             stream,
             state: State::Open,
             pending: Pending::new(),
             peer,
-            opened: Instant::now(),
+            id,
+            opened: now,
+            last_active: now,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -187,9 +205,19 @@ impl<S: Stream> Connection<S> {
         self.peer
     }
 
+    /// The server's serial number for this connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
     /// When the connection was accepted.
-    pub fn opened(&self) -> Instant {
+    pub fn opened(&self) -> Tick {
         self.opened
+    }
+
+    /// When a pass last moved bytes either way (while the loop keeps time).
+    pub fn last_active(&self) -> Tick {
+        self.last_active
     }
 
     /// Bytes read from the peer so far.
@@ -227,11 +255,11 @@ impl<S: Stream> Connection<S> {
 
     /// Stops reading (the server is shutting down) and finishes what is owed:
     /// a connection that owes nothing closes at once.
-    pub fn stop(&mut self, buf: &mut [u8], limits: &Limits) -> Next {
+    pub fn stop(&mut self, buf: &mut [u8], now: Tick, limits: &Limits) -> Next {
         if self.state == State::Open {
             self.set_state(State::Draining);
         }
-        self.drive(buf, Wake::FLUSH, limits)
+        self.drive(buf, Wake::flush(now), limits)
     }
 
     /// Closes the connection now, whatever it still owes.
@@ -260,6 +288,7 @@ impl<S: Stream> Connection<S> {
             match self.pending.write_to(&mut self.stream) {
                 Ok(n) => {
                     self.bytes_out += n as u64;
+                    self.last_active = wake.now;
                     log::trace!("{}: wrote {} owed, {} left", self.peer, n, self.owed());
                 }
                 Err(e) => return self.abort(Reason::Error(e)),
@@ -298,6 +327,7 @@ impl<S: Stream> Connection<S> {
                 Err(e) => return self.abort(Reason::Error(e)),
             };
             self.bytes_in += n as u64;
+            self.last_active = wake.now;
             moved += n;
             if let Err(e) = self.echo(&buf[..n]) {
                 return self.abort(Reason::Error(e));
@@ -424,6 +454,7 @@ mod tests {
     const READABLE: Wake = Wake {
         readable: true,
         short_read_is_empty: true,
+        now: 7,
     };
 
     fn conn(input: &[u8], room: usize) -> Connection<Fake> {
@@ -432,7 +463,7 @@ mod tests {
             room,
             ..Fake::default()
         };
-        Connection::new(fake, "127.0.0.1:1".parse().unwrap())
+        Connection::new(fake, "127.0.0.1:1".parse().unwrap(), 1, 0)
     }
 
     fn drive(c: &mut Connection<Fake>, wake: Wake) -> Next {
@@ -465,7 +496,7 @@ mod tests {
         #[test]
         fn loop_pass_reads_until_wouldblock() {
             let mut c = conn(b"hello", 1000);
-            drive(&mut c, Wake::AGAIN);
+            drive(&mut c, Wake::again(0));
             assert_eq!(c.stream.reads, 2);
         }
 
@@ -478,7 +509,7 @@ mod tests {
             assert_eq!(c.stream.output, &data[..10]);
             assert_eq!(c.owed(), 30);
             c.stream.room = 1000;
-            drive(&mut c, Wake::FLUSH);
+            drive(&mut c, Wake::flush(0));
             assert_eq!(c.stream.output, data);
             assert_eq!(c.owed(), 0);
         }
@@ -502,7 +533,7 @@ mod tests {
             drive(&mut c, READABLE);
             c.stream.room = usize::MAX;
             // A writable-only wake: no event says there is more to read.
-            drive(&mut c, Wake::FLUSH);
+            drive(&mut c, Wake::flush(0));
             assert_eq!(c.stream.output, data);
             assert!(c.stream.input.is_empty());
         }
@@ -518,16 +549,16 @@ mod tests {
                 budget: 32,
             };
             assert!(matches!(
-                c.drive(&mut buf, Wake::AGAIN, &limits),
+                c.drive(&mut buf, Wake::again(0), &limits),
                 Next::Again
             ));
             assert_eq!(c.stream.output.len(), 32);
             assert!(matches!(
-                c.drive(&mut buf, Wake::AGAIN, &limits),
+                c.drive(&mut buf, Wake::again(0), &limits),
                 Next::Again
             ));
             assert!(matches!(
-                c.drive(&mut buf, Wake::AGAIN, &limits),
+                c.drive(&mut buf, Wake::again(0), &limits),
                 Next::Wait
             ));
             assert_eq!(c.stream.output, data);
@@ -551,7 +582,7 @@ mod tests {
         #[test]
         fn spurious_wake_is_harmless() {
             let mut c = conn(b"", 1000);
-            assert!(matches!(drive(&mut c, Wake::AGAIN), Next::Wait));
+            assert!(matches!(drive(&mut c, Wake::again(0)), Next::Wait));
             assert_eq!(c.state(), State::Open);
         }
     }
@@ -567,6 +598,7 @@ mod tests {
             let wake = Wake {
                 readable: true,
                 short_read_is_empty: false,
+                now: 0,
             };
             assert!(matches!(drive(&mut c, wake), Next::Close(Reason::Finished)));
             assert_eq!(c.stream.output, b"bye");
@@ -579,11 +611,11 @@ mod tests {
             let data = vec![5u8; 50];
             let mut c = conn(&data, 20);
             c.stream.eof = true;
-            assert!(matches!(drive(&mut c, Wake::AGAIN), Next::Wait));
+            assert!(matches!(drive(&mut c, Wake::again(0)), Next::Wait));
             assert_eq!(c.state(), State::Draining);
             c.stream.room = 1000;
             assert!(matches!(
-                drive(&mut c, Wake::FLUSH),
+                drive(&mut c, Wake::flush(0)),
                 Next::Close(Reason::Finished)
             ));
             assert_eq!(c.stream.output, data);
@@ -595,7 +627,7 @@ mod tests {
             let mut c = conn(&[3u8; 30], 10);
             drive(&mut c, READABLE);
             let mut buf = [0u8; 16];
-            assert!(matches!(c.stop(&mut buf, &LIMITS), Next::Wait));
+            assert!(matches!(c.stop(&mut buf, 0, &LIMITS), Next::Wait));
             assert_eq!(c.state(), State::Draining);
             c.stream.input.extend([4u8; 10]);
             c.stream.room = 1000;

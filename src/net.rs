@@ -1,4 +1,5 @@
-//! Opening listening sockets with the options std and mio leave out.
+//! Listening sockets with the options std and mio leave out, and the
+//! process's budget of descriptors.
 //!
 //! `std::net::TcpListener::bind` and mio's `TcpListener::bind` both listen
 //! with a backlog of 128: in a connection storm the kernel drops the SYNs
@@ -26,4 +27,51 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit.
+///
+/// Every connection costs one descriptor, and the soft limit is often 1024
+/// while the hard limit allows far more. Returns the limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut limit = nofile()?;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads one rlimit through a valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    fd_limit()
+}
+
+/// The current soft limit on open descriptors (`u64::MAX` when unlimited).
+pub fn fd_limit() -> io::Result<u64> {
+    let limit = nofile()?;
+    Ok(if limit.rlim_cur == libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        limit.rlim_cur as u64
+    })
+}
+
+fn nofile() -> io::Result<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit)
+}
+
+/// Whether an `accept` error means the process or system is out of a
+/// resource (descriptors, buffer memory) rather than one client's trouble.
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }

@@ -16,6 +16,10 @@ pub struct Summary {
     pub bytes: u64,
     /// Bytes read from clients.
     pub bytes_in: u64,
+    /// Connections closed at once because a connection limit was reached.
+    pub rejected: u64,
+    /// Connections closed for being idle.
+    pub idle_closed: u64,
     /// `accept` calls that failed for a reason other than one client's.
     pub accept_errors: u64,
     /// How long the loop ran.
@@ -26,11 +30,14 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "connections={} closed={} bytes={} bytes_in={} accept_errors={} uptime={:.3}s",
+            "connections={} closed={} bytes={} bytes_in={} rejected={} idle_closed={} \
+             accept_errors={} uptime={:.3}s",
             self.connections,
             self.closed,
             self.bytes,
             self.bytes_in,
+            self.rejected,
+            self.idle_closed,
             self.accept_errors,
             self.elapsed.as_secs_f64()
         )

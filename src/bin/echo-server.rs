@@ -30,6 +30,30 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs,
           allow_negative_numbers = true)]
     shutdown_timeout: Duration,
+
+    /// The most bytes a connection may owe (read, not yet echoed) before the
+    /// server stops reading from it and lets TCP push back on the client.
+    /// Accepts K and M suffixes (1K = 1024).
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_bytes)]
+    max_buffer: usize,
+
+    /// The most connections served at once; past it a new connection is
+    /// closed as soon as it is accepted. Never more than the open-file limit
+    /// allows (the server raises its soft limit to the hard one at start).
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+
+    /// The most connections one client IP address may hold at once
+    /// (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_connections_per_ip: u32,
+
+    /// Close a connection after this many seconds without traffic either
+    /// way (0: never; RFC 862 lets the client decide when to leave).
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs,
+          allow_negative_numbers = true)]
+    idle_timeout: Duration,
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -45,6 +69,25 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| "expected a number of seconds, 0 or more".to_string())
 }
 
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let scale: usize = match unit {
+        "" => 1,
+        "K" | "k" | "KiB" => 1024,
+        "M" | "m" | "MiB" => 1024 * 1024,
+        _ => return Err("expected a number of bytes, such as 65536, 64K or 1M".into()),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| "expected a number of bytes above 0, such as 65536, 64K or 1M".into())
+}
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
@@ -52,11 +95,19 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
+    // Each connection holds a descriptor; ask for every one we may have.
+    if let Err(e) = mio_echo::net::raise_fd_limit() {
+        log::warn!("cannot raise the open-file limit: {}", mio_echo::error::describe(&e));
+    }
+
     let config = Config {
         listen: args.listen,
         shutdown_timeout: args.shutdown_timeout,
+        max_buffer: args.max_buffer,
+        max_connections: args.max_connections as usize,
+        max_connections_per_ip: args.max_connections_per_ip as usize,
+        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
         handle_signals: true,
-        ..Config::default()
     };
     let server = match Server::bind(config) {
         Ok(server) => server,
