@@ -97,7 +97,10 @@ fn main() -> ExitCode {
 
     // Each connection holds a descriptor; ask for every one we may have.
     if let Err(e) = mio_echo::net::raise_fd_limit() {
-        log::warn!("cannot raise the open-file limit: {}", mio_echo::error::describe(&e));
+        log::warn!(
+            "cannot raise the open-file limit: {}",
+            mio_echo::error::describe(&e)
+        );
     }
 
     let config = Config {
