@@ -9,6 +9,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::systemd::Inherited;
+
 /// The address `echo-server` serves when `--listen` is not given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7007";
 
@@ -17,6 +19,17 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:7007";
 pub struct Config {
     /// TCP addresses to listen on. Port 0 picks a free port.
     pub listen: Vec<SocketAddr>,
+    /// UDP addresses to serve (RFC 862's datagram echo). Port 0 picks one.
+    pub udp: Vec<SocketAddr>,
+    /// Sockets handed over by a service manager (socket activation),
+    /// served as they are, beside `listen` and `udp`.
+    pub inherited: Vec<Inherited>,
+    /// IPv6 sockets serve IPv6 only (`IPV6_V6ONLY`), so `0.0.0.0:P` and
+    /// `[::]:P` can both be bound. False: `[::]:P` also takes IPv4.
+    pub v6_only: bool,
+    /// Independent poll loops, one per thread, each with its own sockets
+    /// (`SO_REUSEPORT`) and its own connections.
+    pub threads: usize,
     /// After a stop request, how long owed bytes may drain before every
     /// connection is closed regardless.
     pub shutdown_timeout: Duration,
@@ -32,7 +45,10 @@ pub struct Config {
     /// Close a connection after this long without traffic either way
     /// (`None`: never; RFC 862 lets the client decide when to leave).
     pub idle_timeout: Option<Duration>,
-    /// Whether SIGINT and SIGTERM stop the server. The binary sets this;
+    /// Log the counters at `info` this often (`None`: only on SIGUSR1 and
+    /// at exit).
+    pub stats_interval: Option<Duration>,
+    /// Whether SIGINT and SIGTERM stop the server (and SIGUSR1 logs stats). The binary sets this;
     /// tests that run a server inside their own process leave it off and
     /// stop it through a [`crate::Handle`].
     pub handle_signals: bool,
@@ -42,11 +58,16 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![DEFAULT_ADDR.parse().expect("the default address parses")],
+            udp: Vec::new(),
+            inherited: Vec::new(),
+            v6_only: true,
+            threads: 1,
             shutdown_timeout: Duration::from_secs(5),
             max_buffer: 64 * 1024,
             max_connections: 10_000,
             max_connections_per_ip: 0,
             idle_timeout: None,
+            stats_interval: None,
             handle_signals: false,
         }
     }

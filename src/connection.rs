@@ -33,6 +33,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
 use crate::buffer::Pending;
+pub use crate::timers::Tick;
 
 /// Where a connection is in its life. See the module docs for the diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,10 +92,6 @@ impl fmt::Display for Reason {
         }
     }
 }
-
-/// Milliseconds since the server started, wrapping after 49 days: enough to
-/// time idleness and lifetimes, in four bytes per timestamp.
-pub type Tick = u32;
 
 /// What the loop knows when it drives a connection.
 #[derive(Debug, Clone, Copy)]

@@ -25,13 +25,17 @@
 //!
 //! | concept | file |
 //! |---|---|
-//! | the poll loop: accept, dispatch, ready list, shutdown | [`server`] |
+//! | the poll loop: tokens, accept, dispatch, ready list, shutdown | [`server`] |
+//! | idle deadlines and rate-limited warnings | [`timers`] |
+//! | UDP echo and its reflection guard | [`udp`] |
+//! | several loops on several threads (`SO_REUSEPORT`) | [`group`] |
+//! | socket activation and readiness notification | [`systemd`] |
 //! | one connection's states and its read-echo-write pass | [`connection`] |
 //! | the bytes owed to a slow peer | [`buffer`] |
 //! | listening sockets and their options | [`net`] |
 //! | configuration and defaults | [`config`] |
 //! | errors a person reads | [`error`] |
-//! | totals and the exit summary | [`stats`] |
+//! | counters, stats lines and the exit summary | [`stats`] |
 //! | the blocking client behind `echo-client` | [`client`] |
 
 #![warn(missing_docs)]
@@ -41,9 +45,13 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod group;
 pub mod net;
 pub mod server;
 pub mod stats;
+pub mod systemd;
+pub mod timers;
+pub mod udp;
 
 pub use config::Config;
 pub use error::StartError;

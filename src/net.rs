@@ -17,16 +17,52 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// The backlog we ask `listen` for; the kernel lowers it to its maximum.
 pub const BACKLOG: i32 = 65_535;
 
+/// How a listening socket is opened, beyond its address.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketOptions {
+    /// `SO_REUSEPORT`: several sockets, one per loop, share the address and
+    /// the kernel spreads connections (and datagrams) across them.
+    pub reuse_port: bool,
+    /// For an IPv6 address, whether it serves IPv6 only (`IPV6_V6ONLY`).
+    /// Set explicitly either way, never left to the system default, so that
+    /// `0.0.0.0:P` and `[::]:P` can be served side by side when true, and
+    /// `[::]:P` alone also takes IPv4 (as `::ffff:a.b.c.d`) when false.
+    pub v6_only: bool,
+}
+
 /// A non-blocking TCP listener on `addr`, ready to register with a poll.
-pub fn bind_tcp(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+pub fn bind_tcp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net::TcpListener> {
+    let socket = new_socket(addr, Type::STREAM, Protocol::TCP, options)?;
     // Lets a restarted server bind while old connections sit in TIME_WAIT.
     // (On Linux it does not let two servers listen on one address.)
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    socket.set_nonblocking(true)?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// A non-blocking UDP socket bound to `addr`.
+pub fn bind_udp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net::UdpSocket> {
+    let socket = new_socket(addr, Type::DGRAM, Protocol::UDP, options)?;
+    socket.bind(&addr.into())?;
+    Ok(mio::net::UdpSocket::from_std(socket.into()))
+}
+
+fn new_socket(
+    addr: SocketAddr,
+    kind: Type,
+    protocol: Protocol,
+    options: SocketOptions,
+) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(options.v6_only)?;
+    }
+    if options.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 /// Raises this process's soft limit on open descriptors to its hard limit.

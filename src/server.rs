@@ -3,16 +3,17 @@
 //! One thread, one [`mio::Poll`], one [`Slab`] of connections. Each turn of
 //! the loop:
 //!
-//! 1. blocks in `poll` until the kernel reports readiness (or a deadline
-//!    passes, or there is work left over from the last turn);
-//! 2. handles every event: accepts on a listener, drives a connection, reads
-//!    the signal pipe, or notes a stop request from a [`Handle`];
-//! 3. drives the connections on the ready list: those that used their
-//!    budget last time and still have bytes waiting (no event will come for
-//!    them: the poll is edge-triggered and their edge has passed);
+//! 1. blocks in `poll` until the kernel reports readiness, or the earliest
+//!    timer is due, or (not at all) while work is left from the last turn;
+//! 2. handles every event: accepts on a listener, drives a connection,
+//!    echoes datagrams, reads the signal pipe, or takes a request from a
+//!    [`Handle`];
+//! 3. serves the ready list: connections (and UDP sockets) that used their
+//!    budget and still have bytes waiting. No event will come for those
+//!    bytes: the poll is edge-triggered and their edge has passed;
 //! 4. fires the timers that are due (idle connections, a paused accept,
-//!    the shutdown deadline): they all come from `poll`'s timeout, with no
-//!    thread and no scan over every connection;
+//!    periodic stats, the shutdown deadline). They all come from `poll`'s
+//!    timeout: no timer thread, no scan over every connection;
 //! 5. removes the connections that closed during the turn.
 //!
 //! # Tokens
@@ -27,39 +28,44 @@
 //!
 //! # Limits
 //!
-//! Each connection may owe at most `max_buffer` bytes and move at most
+//! Each connection may owe at most `max_buffer` bytes and read at most
 //! [`BUDGET`] bytes per pass; the server holds at most `max_connections`
 //! (never more than its descriptors allow), and at most
 //! `max_connections_per_ip` from one address. When `accept` runs out of
 //! descriptors the server pauses accepting and retries on a timer and
 //! whenever a connection closes: it neither spins nor stops serving.
 //!
-//! Read next: [`crate::connection`] for what one pass over a connection does.
+//! Read next: [`crate::connection`] for what one pass over a connection
+//! does, [`crate::group`] for several loops on several threads.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
-use mio::net::{TcpListener, TcpStream};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::Config;
-use crate::connection::{Connection, Limits, Next, Reason, State, Tick, Wake};
+use crate::connection::{Connection, Limits, Next, Reason, State, Wake};
 use crate::error::{describe, StartError};
-use crate::net;
+use crate::net::{self, SocketOptions};
 use crate::stats::Summary;
+use crate::systemd::{self, Inherited, Kind};
+use crate::timers::{IdleTimers, RateLimit, Tick};
+use crate::udp;
 
-/// The shared read buffer's size. Every echo passes through it. 32 KiB moves
-/// bulk streams faster than 64 KiB on Linux loopback and keeps a pass short.
+/// The shared read buffer's size. Every TCP echo passes through it. 32 KiB
+/// moves bulk streams faster than 64 KiB on Linux loopback and keeps a pass
+/// short.
 pub const READ_BUF: usize = 32 * 1024;
 
 /// How many bytes one pass may read from one connection before the loop
@@ -79,31 +85,39 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// poll, the waker, the signal pipe, and some slack for the process.
 const RESERVED_FDS: u64 = 32;
 
-/// A [`Handle`] asked the loop to stop.
+/// A [`Handle`] has a request (stop, or log stats).
 const WAKER: Token = Token(usize::MAX);
-/// SIGINT or SIGTERM arrived (through signal-hook's self-pipe).
+/// SIGINT, SIGTERM or SIGUSR1 arrived (through signal-hook's self-pipe).
 const SIGNALS: Token = Token(usize::MAX - 1);
-/// Listener `i` has token `FIRST_LISTENER - i`.
-const FIRST_LISTENER: usize = usize::MAX - 2;
-/// At most this many listeners; tokens below their range are slab keys.
-const MAX_LISTENERS: usize = 1024;
+/// Listening socket `i` (TCP or UDP) has token `FIRST_SOCKET - i`.
+const FIRST_SOCKET: usize = usize::MAX - 2;
+/// At most this many listening sockets; tokens below their range are keys.
+const MAX_SOCKETS: usize = 1024;
 /// Slab keys, and so connection tokens, stay below this.
-const FIRST_RESERVED: usize = FIRST_LISTENER - MAX_LISTENERS;
+const FIRST_RESERVED: usize = FIRST_SOCKET - MAX_SOCKETS;
 
-/// A bound, not yet running echo server.
+/// A bound, not yet running echo server: one poll loop.
 pub struct Server {
     poll: Poll,
-    listeners: Vec<Listener>,
+    sockets: Vec<Listener>,
     conns: Slab<Connection>,
     signals: Option<Signals>,
     waker: Arc<Waker>,
-    stop_requested: Arc<AtomicBool>,
+    requests: Arc<Requests>,
+    /// Requests already acted on: (stops, stats).
+    seen: (u32, u32),
+    /// Other loops of the same group, stopped when this one stops.
+    followers: Vec<Handle>,
+    /// Names this loop in logs when there are several.
+    label: String,
     limits: Limits,
     shutdown_timeout: Duration,
     /// The most connections at once, after the descriptor budget.
     max_connections: usize,
     per_ip: Option<PerIp>,
     idle: Option<IdleTimers>,
+    stats_interval: Option<Duration>,
+    next_stats: Option<Instant>,
     /// The loop's clock starts here; [`Tick`]s count from it.
     started: Instant,
     /// The next connection's serial number.
@@ -112,8 +126,8 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     accept_warning: RateLimit,
     limit_warning: RateLimit,
-    /// Connections to drive again before blocking: they used their budget.
-    ready: Vec<usize>,
+    /// Sources to serve again before blocking: they used their budget.
+    ready: Vec<Token>,
     /// Connections closed this turn, removed from the slab at its end.
     closed: Vec<usize>,
     /// Set once a stop is under way: when the drain must end.
@@ -121,9 +135,31 @@ pub struct Server {
     summary: Summary,
 }
 
+/// A listening socket: TCP connections to accept or UDP datagrams to echo.
 struct Listener {
-    socket: TcpListener,
+    socket: Socket,
     addr: SocketAddr,
+    inherited: bool,
+}
+
+enum Socket {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+impl Listener {
+    fn describe(&self) -> String {
+        let scheme = match self.socket {
+            Socket::Tcp(_) => "tcp",
+            Socket::Udp(_) => "udp",
+        };
+        let from = if self.inherited {
+            " (socket activation)"
+        } else {
+            ""
+        };
+        format!("{scheme}://{}{from}", self.addr)
+    }
 }
 
 /// Connections per client address, for `max_connections_per_ip`.
@@ -132,111 +168,121 @@ struct PerIp {
     open: HashMap<IpAddr, u32>,
 }
 
-/// Closes connections that have been quiet for `timeout`.
-///
-/// One entry per connection, ordered by when it would expire if nothing
-/// happened: (deadline, slab key, serial number). When an entry comes due
-/// the connection's real last activity decides: close it, or put the entry
-/// back for the remainder. Traffic therefore never touches the queue.
-struct IdleTimers {
-    timeout: Duration,
-    queue: BinaryHeap<Reverse<(Instant, usize, u32)>>,
-}
-
-/// Lets a warning through at most once per [`WARN_EVERY`].
+/// What handles have asked of a loop, counted so none is lost or repeated.
 #[derive(Default)]
-struct RateLimit {
-    last: Option<Instant>,
+struct Requests {
+    stops: AtomicU32,
+    stats: AtomicU32,
 }
 
-impl RateLimit {
-    fn allow(&mut self, now: Instant) -> bool {
-        match self.last {
-            Some(last) if now.duration_since(last) < WARN_EVERY => false,
-            _ => {
-                self.last = Some(now);
-                true
-            }
-        }
-    }
-}
-
-/// Stops a running [`Server`] from any thread.
+/// Asks a running [`Server`] to stop, or to log its stats, from any thread.
 #[derive(Clone)]
 pub struct Handle {
     waker: Arc<Waker>,
-    stop_requested: Arc<AtomicBool>,
+    requests: Arc<Requests>,
 }
 
 impl Handle {
     /// Asks the server to stop: it stops accepting, lets owed bytes drain
     /// for at most the shutdown timeout, and returns from [`Server::run`].
+    /// A second request closes every connection at once.
     pub fn stop(&self) -> io::Result<()> {
-        self.stop_requested.store(true, Ordering::SeqCst);
+        self.requests.stops.fetch_add(1, Ordering::SeqCst);
+        self.waker.wake()
+    }
+
+    /// Asks the server to log its counters at `info`.
+    pub fn log_stats(&self) -> io::Result<()> {
+        self.requests.stats.fetch_add(1, Ordering::SeqCst);
         self.waker.wake()
     }
 }
 
 impl Server {
-    /// Opens every listener in `config` and prepares the loop.
+    /// Opens every socket in `config` and prepares the loop.
     ///
     /// Each failure names the address and says what to do about it.
     pub fn bind(config: Config) -> Result<Server, StartError> {
-        if config.listen.is_empty() {
+        Self::bind_with(&config, config.threads > 1)
+    }
+
+    /// [`Server::bind`], with `SO_REUSEPORT` on every socket when the loop
+    /// is one of several sharing the addresses.
+    pub(crate) fn bind_with(config: &Config, reuse_port: bool) -> Result<Server, StartError> {
+        let socket_count = config.listen.len() + config.udp.len() + config.inherited.len();
+        if socket_count == 0 {
             return Err(StartError::Config("nothing to listen on".into()));
         }
-        if config.listen.len() > MAX_LISTENERS {
+        if socket_count > MAX_SOCKETS {
             return Err(StartError::Config(format!(
-                "at most {MAX_LISTENERS} listening addresses"
+                "at most {MAX_SOCKETS} listening sockets"
             )));
         }
         if config.max_buffer == 0 {
             return Err(StartError::Config("--max-buffer must be at least 1".into()));
         }
-        if config.max_connections == 0 {
-            return Err(StartError::Config(
-                "--max-connections must be at least 1".into(),
-            ));
-        }
-        if matches!(config.idle_timeout, Some(t) if t < Duration::from_millis(1) || t.as_secs() > 86_400 * 24)
-        {
-            return Err(StartError::Config(
-                "--idle-timeout must be between 0.001 and 2073600 seconds (24 days)".into(),
-            ));
+        let day = Duration::from_secs(86_400);
+        for (name, value) in [
+            ("--idle-timeout", config.idle_timeout),
+            ("--stats-interval", config.stats_interval),
+        ] {
+            if matches!(value, Some(t) if t < Duration::from_millis(1) || t > 24 * day) {
+                return Err(StartError::Config(format!(
+                    "{name} must be between 0.001 and 2073600 seconds (24 days)"
+                )));
+            }
         }
         // Every connection holds a descriptor: never promise more than the
         // process may open.
         let fd_limit = net::fd_limit().map_err(|e| StartError::Setup("descriptor limit", e))?;
-        let fd_budget = fd_limit.saturating_sub(RESERVED_FDS + config.listen.len() as u64);
+        let fd_budget = fd_limit.saturating_sub(RESERVED_FDS + socket_count as u64)
+            / config.threads.max(1) as u64;
         let max_connections = (config.max_connections as u64)
             .min(fd_budget)
             .min(FIRST_RESERVED as u64) as usize;
         if max_connections == 0 {
             return Err(StartError::Config(format!(
-                "the open-file limit ({fd_limit}) leaves no descriptors for connections; raise it with ulimit -n"
+                "the open-file limit ({fd_limit}) leaves no descriptors for connections; \
+                 raise it with ulimit -n, or lower --max-connections"
             )));
         }
+
         let poll = Poll::new().map_err(|e| StartError::Setup("poll", e))?;
         let waker =
             Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Setup("waker", e))?;
-
-        let mut listeners = Vec::with_capacity(config.listen.len());
-        for (i, &addr) in config.listen.iter().enumerate() {
-            let listen_error = |source| StartError::Listen { addr, source };
-            let mut socket = net::bind_tcp(addr).map_err(listen_error)?;
-            let bound = socket.local_addr().map_err(listen_error)?;
-            poll.registry()
-                .register(&mut socket, Token(FIRST_LISTENER - i), Interest::READABLE)
-                .map_err(listen_error)?;
-            listeners.push(Listener {
-                socket,
-                addr: bound,
-            });
+        let options = SocketOptions {
+            reuse_port,
+            v6_only: config.v6_only,
+        };
+        let mut sockets = Vec::with_capacity(socket_count);
+        for &inherited in &config.inherited {
+            sockets.push(adopt(inherited)?);
+        }
+        for &addr in &config.listen {
+            let socket = net::bind_tcp(addr, options)
+                .map_err(|source| StartError::Listen { addr, source })?;
+            sockets.push(listener(Socket::Tcp(socket), addr, false)?);
+        }
+        for &addr in &config.udp {
+            let socket = net::bind_udp(addr, options)
+                .map_err(|source| StartError::Listen { addr, source })?;
+            sockets.push(listener(Socket::Udp(socket), addr, false)?);
+        }
+        for (i, l) in sockets.iter_mut().enumerate() {
+            let token = Token(FIRST_SOCKET - i);
+            let registered = match &mut l.socket {
+                Socket::Tcp(s) => poll.registry().register(s, token, Interest::READABLE),
+                Socket::Udp(s) => poll.registry().register(s, token, Interest::READABLE),
+            };
+            registered.map_err(|source| StartError::Listen {
+                addr: l.addr,
+                source,
+            })?;
         }
 
         let signals = if config.handle_signals {
-            let mut signals =
-                Signals::new([SIGINT, SIGTERM]).map_err(|e| StartError::Setup("signal pipe", e))?;
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
+                .map_err(|e| StartError::Setup("signal pipe", e))?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)
                 .map_err(|e| StartError::Setup("signal pipe", e))?;
@@ -247,10 +293,13 @@ impl Server {
 
         Ok(Server {
             poll,
-            listeners,
+            sockets,
             signals,
             waker: Arc::new(waker),
-            stop_requested: Arc::new(AtomicBool::new(false)),
+            requests: Arc::default(),
+            seen: (0, 0),
+            followers: Vec::new(),
+            label: String::new(),
             limits: Limits {
                 max_buffer: config.max_buffer,
                 budget: BUDGET,
@@ -261,15 +310,14 @@ impl Server {
                 limit: config.max_connections_per_ip,
                 open: HashMap::new(),
             }),
-            idle: config.idle_timeout.map(|timeout| IdleTimers {
-                timeout,
-                queue: BinaryHeap::new(),
-            }),
+            idle: config.idle_timeout.map(IdleTimers::new),
+            stats_interval: config.stats_interval,
+            next_stats: None,
             started: Instant::now(),
             next_id: 0,
             accept_paused_until: None,
-            accept_warning: RateLimit::default(),
-            limit_warning: RateLimit::default(),
+            accept_warning: RateLimit::new(WARN_EVERY),
+            limit_warning: RateLimit::new(WARN_EVERY),
             // Room for every connection up front: the table never moves, and
             // pages no connection has touched cost no resident memory.
             conns: Slab::with_capacity(max_connections),
@@ -280,29 +328,94 @@ impl Server {
         })
     }
 
-    /// The addresses actually bound, in the order given (port 0 resolved).
+    /// The TCP addresses actually bound, in order (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|l| l.addr).collect()
+        self.addrs_of(|s| matches!(s, Socket::Tcp(_)))
+    }
+
+    /// The UDP addresses actually bound, in order (port 0 resolved).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(|s| matches!(s, Socket::Udp(_)))
+    }
+
+    fn addrs_of(&self, kind: impl Fn(&Socket) -> bool) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter(|l| kind(&l.socket))
+            .map(|l| l.addr)
+            .collect()
+    }
+
+    /// The TCP addresses this loop bound itself (not inherited ones).
+    pub(crate) fn bound_tcp_addrs(&self) -> Vec<SocketAddr> {
+        let own = |s: &Socket| matches!(s, Socket::Tcp(_));
+        self.sockets
+            .iter()
+            .filter(|l| !l.inherited && own(&l.socket))
+            .map(|l| l.addr)
+            .collect()
+    }
+
+    /// The UDP addresses this loop bound itself (not inherited ones).
+    pub(crate) fn bound_udp_addrs(&self) -> Vec<SocketAddr> {
+        let own = |s: &Socket| matches!(s, Socket::Udp(_));
+        self.sockets
+            .iter()
+            .filter(|l| !l.inherited && own(&l.socket))
+            .map(|l| l.addr)
+            .collect()
+    }
+
+    /// The most connections this loop will hold at once.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Logs, at `info`, one `listening on` line per socket and the
+    /// connection budget. The binaries call it once the sockets are bound.
+    pub fn announce(&self) {
+        for l in &self.sockets {
+            log::info!("listening on {}", l.describe());
+        }
+        log::info!(
+            "serving at most {} connections{} (open-file limit {})",
+            self.max_connections,
+            if self.label.is_empty() {
+                ""
+            } else {
+                " per loop"
+            },
+            net::fd_limit().map_or("unknown".into(), |n| n.to_string()),
+        );
     }
 
     /// A handle that stops this server from another thread.
     pub fn handle(&self) -> Handle {
         Handle {
             waker: Arc::clone(&self.waker),
-            stop_requested: Arc::clone(&self.stop_requested),
+            requests: Arc::clone(&self.requests),
         }
+    }
+
+    /// Makes this loop one of a group: it is named `label` in logs, and when
+    /// it stops it stops `followers` too.
+    pub(crate) fn join_group(&mut self, label: String, followers: Vec<Handle>) {
+        self.label = label;
+        self.followers = followers;
     }
 
     /// Runs the server on a new thread (for tests and benches). The returned
     /// [`Running`] stops it when asked, or when dropped.
     pub fn spawn(self) -> io::Result<Running> {
         let addrs = self.local_addrs();
+        let udp_addrs = self.udp_addrs();
         let handle = self.handle();
         let thread = thread::Builder::new()
             .name("echo-server".into())
             .spawn(move || self.run())?;
         Ok(Running {
             addrs,
+            udp_addrs,
             handle,
             thread: Some(thread),
         })
@@ -314,20 +427,19 @@ impl Server {
     /// Only a failure of `poll` itself ends the loop with an error: anything
     /// that goes wrong with one connection closes that connection alone.
     pub fn run(mut self) -> io::Result<Summary> {
-        for l in &self.listeners {
-            log::info!("listening on tcp://{}", l.addr);
-        }
-        log::info!(
-            "serving at most {} connections (open-file limit {})",
-            self.max_connections,
-            net::fd_limit().map_or("unknown".into(), |n| n.to_string()),
-        );
         self.started = Instant::now();
+        self.next_stats = self.stats_interval.map(|every| self.started + every);
         let mut events = Events::with_capacity(EVENTS);
-        // The one read buffer every echo passes through. It lives here, as a
-        // local of the loop, rather than as a field: the hot path then reaches
-        // it without going through `self`.
+        // The one read buffer every TCP echo passes through. It lives here,
+        // as a local of the loop, rather than as a field: the hot path then
+        // reaches it without going through `self`.
         let mut buf = vec![0u8; READ_BUF];
+        // Datagrams need room for the largest; only allocated if served.
+        let mut dgram = if self.udp_addrs().is_empty() {
+            Vec::new()
+        } else {
+            vec![0u8; udp::DATAGRAM_BUF]
+        };
 
         loop {
             let timeout = self.poll_timeout();
@@ -350,17 +462,13 @@ impl Server {
                     Token(key) if key < FIRST_RESERVED => {
                         self.connection_event(key, event, &mut buf)
                     }
-                    WAKER => {
-                        if self.stop_requested.load(Ordering::SeqCst) {
-                            self.begin_stop("stop requested", &mut buf);
-                        }
-                    }
+                    WAKER => self.handle_requests(&mut buf),
                     SIGNALS => self.signal_event(&mut buf),
-                    Token(t) => self.accept(FIRST_LISTENER - t),
+                    token => self.socket_event(token, &mut dgram),
                 }
             }
 
-            self.serve_ready(&mut buf);
+            self.serve_ready(&mut buf, &mut dgram);
             self.fire_timers();
             self.end_turn();
 
@@ -377,27 +485,27 @@ impl Server {
         }
 
         self.summary.elapsed = self.started.elapsed();
-        log::info!("stopped: {}", self.summary);
         Ok(self.summary)
     }
 
-    /// How long `poll` may block: not at all while connections wait on the
-    /// ready list, else until the earliest timer, else forever. Timers need
-    /// no thread of their own: the kernel's wait is the timer.
+    /// How long `poll` may block: not at all while the ready list has work,
+    /// else until the earliest timer, else forever. Timers need no thread
+    /// of their own: the kernel's wait is the timer.
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
-        let idle = self
-            .idle
-            .as_ref()
-            .and_then(|idle| idle.queue.peek())
-            .map(|Reverse((deadline, _, _))| *deadline);
-        [self.deadline, self.accept_paused_until, idle]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(Instant::now()))
+        let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
+        [
+            self.deadline,
+            self.accept_paused_until,
+            idle,
+            self.next_stats,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
     /// The loop's clock, for connections that record their last activity.
@@ -414,14 +522,21 @@ impl Server {
         at.duration_since(self.started).as_millis() as Tick
     }
 
-    /// Runs the timers that are due: a paused accept, idle connections.
+    /// Runs the timers that are due: a paused accept, idle connections,
+    /// periodic stats.
     fn fire_timers(&mut self) {
-        if self.accept_paused_until.is_none() && self.idle.is_none() {
+        if self.accept_paused_until.is_none() && self.idle.is_none() && self.next_stats.is_none() {
             return;
         }
         let now = Instant::now();
         if matches!(self.accept_paused_until, Some(at) if at <= now) {
             self.resume_accepting();
+        }
+        if let (Some(at), Some(every)) = (self.next_stats, self.stats_interval) {
+            if at <= now {
+                self.log_stats();
+                self.next_stats = Some(now + every);
+            }
         }
         self.expire_idle(now);
     }
@@ -432,28 +547,14 @@ impl Server {
         let Some(idle) = self.idle.as_mut() else {
             return;
         };
-        let mut expired = Vec::new();
-        while let Some(&Reverse((deadline, key, id))) = idle.queue.peek() {
-            if deadline > now {
-                break;
-            }
-            idle.queue.pop();
+        let conns = &self.conns;
+        let expired = idle.expired(now, |key, id| {
             // The entry may outlive its connection, and the key may now hold
             // another: only the serial number tells them apart.
-            let Some(conn) = self.conns.get(key).filter(|c| c.id() == id) else {
-                continue;
-            };
-            if conn.state() == State::Closed {
-                continue;
-            }
-            let quiet = Duration::from_millis(u64::from(tick.wrapping_sub(conn.last_active())));
-            if quiet >= idle.timeout {
-                expired.push(key);
-            } else {
-                idle.queue
-                    .push(Reverse((now + (idle.timeout - quiet), key, id)));
-            }
-        }
+            let conn = conns.get(key).filter(|c| c.id() == id)?;
+            (conn.state() != State::Closed)
+                .then(|| Duration::from_millis(u64::from(tick.wrapping_sub(conn.last_active()))))
+        });
         for key in expired {
             self.summary.idle_closed += 1;
             let next = self.conns[key].abort(Reason::Idle);
@@ -493,27 +594,46 @@ impl Server {
         self.after_pass(key, next);
     }
 
-    /// Drives the connections that had work left when their pass ran out of
-    /// budget. No event will come for those bytes, so the loop must go back.
-    fn serve_ready(&mut self, buf: &mut [u8]) {
+    /// Readiness on a listening socket: accept, or echo datagrams.
+    fn socket_event(&mut self, token: Token, dgram: &mut [u8]) {
+        let i = FIRST_SOCKET - token.0;
+        match self.sockets.get(i).map(|l| &l.socket) {
+            Some(Socket::Tcp(_)) => self.accept(i),
+            Some(Socket::Udp(socket)) => {
+                if udp::echo_pass(socket, dgram, &mut self.summary.udp) {
+                    self.ready.push(token);
+                }
+            }
+            // Closed by a stop earlier in this turn.
+            None => {}
+        }
+    }
+
+    /// Serves the sources that had work left when their pass ran out of
+    /// budget. No event will come for that work, so the loop must go back.
+    fn serve_ready(&mut self, buf: &mut [u8], dgram: &mut [u8]) {
         if self.ready.is_empty() {
             return;
         }
         let now = self.now_tick();
         let mut ready = std::mem::take(&mut self.ready);
-        // A connection can be queued twice (by the last turn and by an event
-        // of this one); one pass is enough.
+        // A source can be queued twice (by the last turn and by an event of
+        // this one); one pass is enough.
         ready.sort_unstable();
         ready.dedup();
-        for &key in &ready {
-            let Some(conn) = self.conns.get_mut(key) else {
+        for &token in &ready {
+            if token.0 >= FIRST_RESERVED {
+                self.socket_event(token, dgram);
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(token.0) else {
                 continue;
             };
             if conn.state() == State::Closed {
                 continue;
             }
             let next = conn.drive(buf, Wake::again(now), &self.limits);
-            self.after_pass(key, next);
+            self.after_pass(token.0, next);
         }
     }
 
@@ -521,7 +641,7 @@ impl Server {
     fn after_pass(&mut self, key: usize, next: Next) {
         match next {
             Next::Wait => {}
-            Next::Again => self.ready.push(key),
+            Next::Again => self.ready.push(Token(key)),
             Next::Close(reason) => self.closed(key, reason),
         }
     }
@@ -542,20 +662,22 @@ impl Server {
                 }
             }
         }
-        let unsent = conn.owed();
-        let lifetime = self.tick(Instant::now()).wrapping_sub(conn.opened());
-        log::debug!(
-            "{}: closed ({}): echoed {} bytes in {:.3}s{}",
-            conn.peer(),
-            reason,
-            conn.bytes_out(),
-            f64::from(lifetime) / 1000.0,
-            if unsent > 0 {
-                format!(", {unsent} bytes unsent")
-            } else {
-                String::new()
-            },
-        );
+        if log::log_enabled!(log::Level::Debug) {
+            let unsent = conn.owed();
+            let lifetime = self.tick(Instant::now()).wrapping_sub(conn.opened());
+            log::debug!(
+                "{}: closed ({}): echoed {} bytes in {:.3}s{}",
+                conn.peer(),
+                reason,
+                conn.bytes_out(),
+                f64::from(lifetime) / 1000.0,
+                if unsent > 0 {
+                    format!(", {unsent} bytes unsent")
+                } else {
+                    String::new()
+                },
+            );
+        }
         self.closed.push(key);
     }
 
@@ -568,7 +690,7 @@ impl Server {
         }
         let conns = &self.conns;
         self.ready
-            .retain(|&key| conns[key].state() != State::Closed);
+            .retain(|t| t.0 >= FIRST_RESERVED || conns[t.0].state() != State::Closed);
         for key in self.closed.drain(..) {
             self.conns.remove(key);
         }
@@ -582,7 +704,7 @@ impl Server {
     /// already, so only we know to come back for them.
     fn resume_accepting(&mut self) {
         self.accept_paused_until = None;
-        for i in 0..self.listeners.len() {
+        for i in 0..self.sockets.len() {
             self.accept(i);
             if self.accept_paused_until.is_some() {
                 return;
@@ -599,11 +721,16 @@ impl Server {
         }
         loop {
             // The listener may be gone: a stop earlier in this turn closed it.
-            let Some(listener) = self.listeners.get(i) else {
+            let Some(Listener {
+                socket: Socket::Tcp(listener),
+                addr,
+                ..
+            }) = self.sockets.get(i)
+            else {
                 return;
             };
-            let addr = listener.addr;
-            match listener.socket.accept() {
+            let addr = *addr;
+            match listener.accept() {
                 Ok((stream, peer)) => self.admit(stream, peer),
                 // The backlog is empty: wait for the next event.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -626,10 +753,10 @@ impl Server {
                             ""
                         };
                         log::warn!(
-                            "accept on {addr}: {}{hint}; pausing accepts, retrying every {:?} \
-                             and when a connection closes",
+                            "{}accept on {addr}: {}{hint}; pausing accepts, retrying every \
+                             {ACCEPT_RETRY:?} and when a connection closes",
+                            self.label,
                             describe(&e),
-                            ACCEPT_RETRY
                         );
                     }
                     self.accept_paused_until = Some(now + ACCEPT_RETRY);
@@ -645,7 +772,10 @@ impl Server {
         if let Some(refusal) = self.over_limit(peer.ip()) {
             self.summary.rejected += 1;
             if self.limit_warning.allow(Instant::now()) {
-                log::warn!("{peer}: refused: {refusal} (further refusals are counted, not logged, for {WARN_EVERY:?})");
+                log::warn!(
+                    "{peer}: refused: {refusal} (further refusals are counted, \
+                     not logged, for {WARN_EVERY:?})"
+                );
             } else {
                 log::debug!("{peer}: refused: {refusal}");
             }
@@ -678,7 +808,7 @@ impl Server {
             *per_ip.open.entry(peer.ip()).or_insert(0) += 1;
         }
         if let Some(idle) = self.idle.as_mut() {
-            idle.queue.push(Reverse((now + idle.timeout, key, id)));
+            idle.start(key, id, now);
         }
         self.summary.connections += 1;
         log::debug!("{peer}: connected (token {key})");
@@ -696,9 +826,24 @@ impl Server {
         let open = per_ip.open.get(&ip).copied().unwrap_or(0) as usize;
         (open >= per_ip.limit).then(|| {
             format!(
-                "{ip} already holds {open} connections, the most allowed (--max-connections-per-ip)"
+                "{ip} already holds {open} connections, the most allowed \
+                 (--max-connections-per-ip)"
             )
         })
+    }
+
+    /// Acts on new requests from handles: log stats, stop, stop now.
+    fn handle_requests(&mut self, buf: &mut [u8]) {
+        let stats = self.requests.stats.load(Ordering::SeqCst);
+        if stats != self.seen.1 {
+            self.seen.1 = stats;
+            self.log_stats();
+        }
+        let stops = self.requests.stops.load(Ordering::SeqCst);
+        if stops != self.seen.0 {
+            self.seen.0 = stops;
+            self.stop_requested("stop requested", buf);
+        }
     }
 
     /// Reads the signal pipe and acts on every signal in it.
@@ -708,36 +853,58 @@ impl Server {
         };
         let arrived: Vec<i32> = signals.pending().collect();
         for signal in arrived {
-            let name = match signal {
-                SIGINT => "SIGINT",
-                _ => "SIGTERM",
-            };
-            if self.deadline.is_some() {
-                log::warn!("{name} again: closing every connection now");
-                self.abort_all();
-                self.deadline = Some(Instant::now());
-            } else {
-                self.begin_stop(name, buf);
+            match signal {
+                SIGUSR1 => {
+                    self.log_stats();
+                    for f in &self.followers {
+                        let _ = f.log_stats();
+                    }
+                }
+                SIGINT => self.stop_requested("SIGINT", buf),
+                _ => self.stop_requested("SIGTERM", buf),
             }
+        }
+    }
+
+    /// A stop was asked for: the first one drains, a second one closes all.
+    fn stop_requested(&mut self, why: &str, buf: &mut [u8]) {
+        if self.deadline.is_none() {
+            self.begin_stop(why, buf);
+        } else {
+            log::warn!("{}{why} again: closing every connection now", self.label);
+            self.abort_all();
+            self.deadline = Some(Instant::now());
+        }
+        for f in &self.followers {
+            let _ = f.stop();
         }
     }
 
     /// Stops accepting and lets every connection finish what it owes.
     fn begin_stop(&mut self, why: &str, buf: &mut [u8]) {
-        if self.deadline.is_some() {
-            return;
+        if self.signals.is_some() {
+            // Tell a service manager we are on our way out (no-op otherwise).
+            if let Err(e) = systemd::notify("STOPPING=1") {
+                log::warn!("cannot notify the service manager: {}", describe(&e));
+            }
         }
         self.deadline = Some(Instant::now() + self.shutdown_timeout);
         self.accept_paused_until = None;
         // Dropping a listener closes it: new clients are refused from now on.
-        for mut l in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut l.socket);
+        for mut l in self.sockets.drain(..) {
+            let _ = match &mut l.socket {
+                Socket::Tcp(s) => self.poll.registry().deregister(s),
+                Socket::Udp(s) => self.poll.registry().deregister(s),
+            };
         }
+        self.ready.retain(|t| t.0 < FIRST_RESERVED);
         let now = self.now_tick();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         let owing = self.conns.iter().filter(|(_, c)| c.owed() > 0).count();
         log::info!(
-            "{why}: stopping; {} connections open, {owing} still owed bytes (draining for up to {:?})",
+            "{}{why}: stopping; {} connections open, {owing} still owed bytes \
+             (draining for up to {:?})",
+            self.label,
             keys.len(),
             self.shutdown_timeout
         );
@@ -763,6 +930,71 @@ impl Server {
             self.after_pass(key, next);
         }
     }
+
+    /// The totals so far, live connections included.
+    pub fn snapshot(&self) -> Summary {
+        let mut now = self.summary.clone();
+        now.active = self.conns.len() as u64;
+        for (_, c) in &self.conns {
+            now.bytes += c.bytes_out();
+            now.bytes_in += c.bytes_in();
+        }
+        now.elapsed = self.started.elapsed();
+        now
+    }
+
+    fn log_stats(&self) {
+        log::info!("{}stats: {}", self.label, self.snapshot());
+    }
+}
+
+/// Turns an inherited descriptor into a listening socket of ours.
+fn adopt(inherited: Inherited) -> Result<Listener, StartError> {
+    let wrap = |source| StartError::Setup("inherited socket", source);
+    // SAFETY: `listen_fds` checked the descriptor is an open socket, and it
+    // stays open for the life of the process; we take a duplicate of it.
+    let fd: OwnedFd = unsafe { BorrowedFd::borrow_raw(inherited.fd) }
+        .try_clone_to_owned()
+        .map_err(wrap)?;
+    let socket = match inherited.kind {
+        Kind::Tcp => {
+            let std = std::net::TcpListener::from(fd);
+            std.set_nonblocking(true).map_err(wrap)?;
+            Socket::Tcp(TcpListener::from_std(std))
+        }
+        Kind::Udp => {
+            let std = std::net::UdpSocket::from(fd);
+            std.set_nonblocking(true).map_err(wrap)?;
+            Socket::Udp(UdpSocket::from_std(std))
+        }
+    };
+    let addr = match &socket {
+        Socket::Tcp(s) => s.local_addr(),
+        Socket::Udp(s) => s.local_addr(),
+    }
+    .map_err(wrap)?;
+    Ok(Listener {
+        socket,
+        addr,
+        inherited: true,
+    })
+}
+
+/// Wraps a freshly bound socket, reading back its real address.
+fn listener(socket: Socket, asked: SocketAddr, inherited: bool) -> Result<Listener, StartError> {
+    let addr = match &socket {
+        Socket::Tcp(s) => s.local_addr(),
+        Socket::Udp(s) => s.local_addr(),
+    }
+    .map_err(|source| StartError::Listen {
+        addr: asked,
+        source,
+    })?;
+    Ok(Listener {
+        socket,
+        addr,
+        inherited,
+    })
 }
 
 /// Accept errors that concern one would-be connection, not the listener.
@@ -778,19 +1010,25 @@ fn is_per_connection(e: &io::Error) -> bool {
 /// A server running on its own thread; see [`Server::spawn`].
 pub struct Running {
     addrs: Vec<SocketAddr>,
+    udp_addrs: Vec<SocketAddr>,
     handle: Handle,
     thread: Option<thread::JoinHandle<io::Result<Summary>>>,
 }
 
 impl Running {
-    /// The first address the server listens on.
+    /// The first TCP address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
     }
 
-    /// Every address the server listens on.
+    /// Every TCP address the server listens on.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Every UDP address the server serves.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
     }
 
     /// A handle that stops the server.

@@ -3,7 +3,10 @@
 //! Read next: [`crate::server`], which counts into a [`Summary`].
 
 use std::fmt;
+use std::ops::AddAssign;
 use std::time::Duration;
+
+use crate::udp::UdpCounts;
 
 /// What a server did over its whole run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -12,6 +15,8 @@ pub struct Summary {
     pub connections: u64,
     /// Connections closed.
     pub closed: u64,
+    /// Connections open when the figures were taken.
+    pub active: u64,
     /// Bytes echoed (written back to clients).
     pub bytes: u64,
     /// Bytes read from clients.
@@ -22,23 +27,50 @@ pub struct Summary {
     pub idle_closed: u64,
     /// `accept` calls that failed for a reason other than one client's.
     pub accept_errors: u64,
+    /// What the UDP sockets did.
+    pub udp: UdpCounts,
     /// How long the loop ran.
     pub elapsed: Duration,
+}
+
+/// Adds up the loops of a group; the elapsed time is the longest.
+impl AddAssign<&Summary> for Summary {
+    fn add_assign(&mut self, other: &Summary) {
+        self.connections += other.connections;
+        self.closed += other.closed;
+        self.active += other.active;
+        self.bytes += other.bytes;
+        self.bytes_in += other.bytes_in;
+        self.rejected += other.rejected;
+        self.idle_closed += other.idle_closed;
+        self.accept_errors += other.accept_errors;
+        self.udp.echoed += other.udp.echoed;
+        self.udp.bytes += other.udp.bytes;
+        self.udp.dropped += other.udp.dropped;
+        self.udp.refused += other.udp.refused;
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "connections={} closed={} bytes={} bytes_in={} rejected={} idle_closed={} \
-             accept_errors={} uptime={:.3}s",
+            "connections={} active={} closed={} bytes={} bytes_in={} rejected={} \
+             idle_closed={} accept_errors={} udp_echoed={} udp_bytes={} udp_dropped={} \
+             udp_refused={} uptime={:.3}s",
             self.connections,
+            self.active,
             self.closed,
             self.bytes,
             self.bytes_in,
             self.rejected,
             self.idle_closed,
             self.accept_errors,
+            self.udp.echoed,
+            self.udp.bytes,
+            self.udp.dropped,
+            self.udp.refused,
             self.elapsed.as_secs_f64()
         )
     }

@@ -8,22 +8,51 @@ use std::time::Duration;
 
 use clap::Parser;
 use mio_echo::config::DEFAULT_ADDR;
-use mio_echo::{Config, Server};
+use mio_echo::group::Group;
+use mio_echo::{systemd, Config};
 
 /// An RFC 862 echo server: every byte a client sends comes back to it, in
 /// order, until the client closes.
 ///
-/// One thread, one mio poll loop. Logs go to standard error; set RUST_LOG
-/// (error, warn, info, debug, trace) to choose how much. SIGINT or SIGTERM
-/// stops accepting and lets owed bytes drain; a second signal closes at once.
+/// One thread, one mio poll loop (or --threads of them). Serves TCP, and UDP
+/// with --udp. Logs go to standard error; set RUST_LOG (error, warn, info,
+/// debug, trace) to choose how much. SIGINT or SIGTERM stops accepting and
+/// lets owed bytes drain, a second one closes at once; SIGUSR1 logs the
+/// counters. Under systemd it serves the sockets passed by socket
+/// activation (LISTEN_FDS) and reports readiness (NOTIFY_SOCKET).
 #[derive(Parser, Debug)]
 #[command(name = "echo-server", version)]
 struct Args {
     /// TCP address to serve, as IP:PORT ([::1]:PORT for IPv6). Repeat to
     /// serve several. Port 0 picks a free port; the log says which.
-    #[arg(short, long = "listen", value_name = "ADDR", default_value = DEFAULT_ADDR,
-          value_parser = parse_addr)]
+    /// [default: 127.0.0.1:7007, unless sockets came by socket activation]
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_addr)]
     listen: Vec<SocketAddr>,
+
+    /// UDP address to serve (RFC 862 datagram echo), as IP:PORT. Repeat to
+    /// serve several. Replies to ports below 1024, broadcast and multicast
+    /// sources are never sent.
+    #[arg(short, long = "udp", value_name = "ADDR", value_parser = parse_addr)]
+    udp: Vec<SocketAddr>,
+
+    /// Let an IPv6 wildcard such as [::]:7007 take IPv4 connections too
+    /// (IPV6_V6ONLY off). By default IPv6 sockets are IPv6-only, so
+    /// 0.0.0.0:7007 and [::]:7007 can both be served.
+    #[arg(long)]
+    dual_stack: bool,
+
+    /// Independent poll loops, one per thread, sharing each socket through
+    /// SO_REUSEPORT. 1 keeps the process single-threaded, the cheapest per
+    /// echo; use more only when one core is saturated.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+
+    /// Log the counters at info every SECS seconds (0: only on SIGUSR1 and
+    /// at exit).
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs,
+          allow_negative_numbers = true)]
+    stats_interval: Duration,
 
     /// After SIGINT/SIGTERM, how many seconds owed bytes may drain before
     /// every connection is closed.
@@ -103,24 +132,52 @@ fn main() -> ExitCode {
         );
     }
 
-    let config = Config {
-        listen: args.listen,
-        shutdown_timeout: args.shutdown_timeout,
-        max_buffer: args.max_buffer,
-        max_connections: args.max_connections as usize,
-        max_connections_per_ip: args.max_connections_per_ip as usize,
-        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
-        handle_signals: true,
-    };
-    let server = match Server::bind(config) {
-        Ok(server) => server,
+    let inherited = match systemd::listen_fds() {
+        Ok(fds) => fds,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match server.run() {
-        Ok(_) => ExitCode::SUCCESS,
+    let listen = if args.listen.is_empty() && inherited.is_empty() {
+        vec![DEFAULT_ADDR.parse().expect("the default address parses")]
+    } else {
+        args.listen
+    };
+    let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+    let config = Config {
+        listen,
+        udp: args.udp,
+        inherited,
+        v6_only: !args.dual_stack,
+        threads: usize::from(args.threads),
+        stats_interval: nonzero(args.stats_interval),
+        shutdown_timeout: args.shutdown_timeout,
+        max_buffer: args.max_buffer,
+        max_connections: args.max_connections as usize,
+        max_connections_per_ip: args.max_connections_per_ip as usize,
+        idle_timeout: nonzero(args.idle_timeout),
+        handle_signals: true,
+    };
+    let group = match Group::bind(config) {
+        Ok(group) => group,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    group.announce();
+    if let Err(e) = systemd::notify("READY=1") {
+        log::warn!(
+            "cannot notify the service manager: {}",
+            mio_echo::error::describe(&e)
+        );
+    }
+    match group.run() {
+        Ok(summary) => {
+            log::info!("stopped: {summary}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!(
                 "error: the poll loop failed: {}",

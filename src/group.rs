@@ -1,0 +1,159 @@
+//! Several independent loops, one per thread, for more than one core.
+//!
+//! Nothing inside a loop changes: each has its own `Poll`, its own slab and
+//! its own sockets. The sockets of every loop are bound to the same
+//! addresses with `SO_REUSEPORT`, and the kernel spreads new connections
+//! (and datagrams) across them by a hash of the peer's address. No lock and
+//! no shared counter sits on any path: a connection lives and dies in the
+//! loop that accepted it.
+//!
+//! The first loop runs on the calling thread and is the leader: it alone
+//! reads the signal pipe, and when it stops (or logs its stats) it asks the
+//! others to do the same through their [`Handle`]s. The summary adds up
+//! every loop's totals.
+//!
+//! With one loop (the default) the process holds exactly one thread: a
+//! second thread would switch glibc's `recv` and `send` to their
+//! cancellable variants and roughly double the instructions per echo. Use
+//! `--threads N` only when one core is saturated and a second is free.
+//!
+//! Read next: [`crate::server`] for the loop itself.
+
+use std::io;
+use std::net::SocketAddr;
+use std::thread;
+
+use crate::config::Config;
+use crate::error::StartError;
+use crate::server::{Handle, Server};
+use crate::stats::Summary;
+
+/// Bound loops, ready to run.
+pub struct Group {
+    servers: Vec<Server>,
+}
+
+impl Group {
+    /// Binds `config.threads` loops (at least one) on `config`'s sockets.
+    ///
+    /// The first loop binds first, so that a port 0 is resolved once and
+    /// every other loop binds the very port it got.
+    pub fn bind(config: Config) -> Result<Group, StartError> {
+        let n = config.threads.max(1);
+        let first = Server::bind_with(&config, n > 1)?;
+        let mut servers = vec![first];
+        if n > 1 {
+            let mut rest = config.clone();
+            rest.listen = servers[0].bound_tcp_addrs();
+            rest.udp = servers[0].bound_udp_addrs();
+            rest.handle_signals = false;
+            presize_fd_table();
+            for _ in 1..n {
+                servers.push(Server::bind_with(&rest, true)?);
+            }
+        }
+        Ok(Group { servers })
+    }
+
+    /// The TCP addresses served (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.servers[0].local_addrs()
+    }
+
+    /// The UDP addresses served (port 0 resolved).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.servers[0].udp_addrs()
+    }
+
+    /// Logs the sockets served and the connection budget, once.
+    pub fn announce(&self) {
+        self.servers[0].announce();
+        if self.servers.len() > 1 {
+            log::info!(
+                "{} loops, one per thread, sharing each socket with SO_REUSEPORT",
+                self.servers.len()
+            );
+        }
+    }
+
+    /// A handle that stops every loop (through the leader).
+    pub fn handle(&self) -> Handle {
+        self.servers[0].handle()
+    }
+
+    /// Runs the leader on this thread and every other loop on a thread of
+    /// its own, until a stop; returns the totals of all of them.
+    pub fn run(self) -> io::Result<Summary> {
+        let n = self.servers.len();
+        let mut servers = self.servers.into_iter();
+        let mut leader = servers.next().expect("a group has a first loop");
+        if n == 1 {
+            return leader.run();
+        }
+        let mut handles = Vec::new();
+        let mut threads = Vec::new();
+        for (i, mut follower) in servers.enumerate() {
+            follower.join_group(format!("loop {}/{n}: ", i + 2), Vec::new());
+            handles.push(follower.handle());
+            let thread = thread::Builder::new()
+                .name(format!("echo-loop-{}", i + 2))
+                .spawn(move || follower.run());
+            match thread {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    stop_all(&handles, threads);
+                    return Err(e);
+                }
+            }
+        }
+        leader.join_group(format!("loop 1/{n}: "), handles.clone());
+        let led = leader.run();
+        if led.is_err() {
+            stop_all(&handles, Vec::new());
+        }
+        let mut total = led?;
+        for thread in threads {
+            let summary = thread
+                .join()
+                .map_err(|_| io::Error::other("a loop's thread panicked"))??;
+            total += &summary;
+        }
+        Ok(total)
+    }
+}
+
+fn stop_all(handles: &[Handle], threads: Vec<thread::JoinHandle<io::Result<Summary>>>) {
+    for h in handles {
+        let _ = h.stop();
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// Grows the kernel's descriptor table to its final size while the process
+/// still has one thread.
+///
+/// Linux grows the table by copying it, and in a multi-threaded process it
+/// must then wait out an RCU grace period before freeing the old one, on
+/// every growth. Opening the highest descriptor we may use once, now, makes
+/// the table full-sized before the loops' threads exist.
+fn presize_fd_table() {
+    let Ok(limit) = crate::net::fd_limit() else {
+        return;
+    };
+    let Ok(highest) = libc::c_int::try_from(limit.saturating_sub(1)) else {
+        return;
+    };
+    let Ok(null) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2 onto a descriptor number we then close at once; if that
+    // number were in use dup2 would close it, so check it is free first.
+    unsafe {
+        if libc::fcntl(highest, libc::F_GETFD) == -1 && libc::dup2(null.as_raw_fd(), highest) >= 0 {
+            libc::close(highest);
+        }
+    }
+}
