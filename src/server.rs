@@ -600,7 +600,8 @@ impl Server {
         match self.sockets.get(i).map(|l| &l.socket) {
             Some(Socket::Tcp(_)) => self.accept(i),
             Some(Socket::Udp(socket)) => {
-                if udp::echo_pass(socket, dgram, &mut self.summary.udp) {
+                let budget_spent = udp::echo_pass(socket, dgram, &mut self.summary.udp);
+                if budget_spent {
                     self.ready.push(token);
                 }
             }
