@@ -235,9 +235,12 @@ impl Server {
         // Every connection holds a descriptor: never promise more than the
         // process may open.
         let fd_limit = net::fd_limit().map_err(|e| StartError::Setup("descriptor limit", e))?;
-        let fd_budget = fd_limit.saturating_sub(RESERVED_FDS + socket_count as u64)
-            / config.threads.max(1) as u64;
-        let max_connections = (config.max_connections as u64)
+        // The connection limit is for the whole process: each loop of a
+        // group takes its share.
+        let threads = config.threads.max(1);
+        let fd_budget =
+            fd_limit.saturating_sub(RESERVED_FDS + socket_count as u64) / threads as u64;
+        let max_connections = (config.max_connections.div_ceil(threads) as u64)
             .min(fd_budget)
             .min(FIRST_RESERVED as u64) as usize;
         if max_connections == 0 {
