@@ -2,125 +2,31 @@
 //! in this process, or against small fake servers that misbehave on
 //! purpose. Everything runs over loopback and every wait has a deadline.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use common::{drain, feed, server, wait, Guarded, Run};
 
-/// The longest any one client run may take before the test fails. Generous,
-/// because debug builds move the multi-MiB inputs slowly on a busy machine.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// What a finished client run left behind.
-struct Run {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Run {
-    /// The non-empty lines of standard error.
-    fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| !l.is_empty()).collect()
-    }
-
-    /// Fails with everything the client said, for a readable test failure.
-    fn assert_success(&self) {
-        assert!(
-            self.status.success(),
-            "echo-client failed with {}: {}",
-            self.status,
-            self.stderr
-        );
-        assert!(self.stderr.is_empty(), "unexpected stderr: {}", self.stderr);
-    }
-
-    /// Fails unless the run failed with exactly one `error:` line and no panic.
-    fn assert_one_error_line(&self) {
-        assert!(!self.status.success(), "expected a failure");
-        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
-        let lines = self.stderr_lines();
-        assert_eq!(lines.len(), 1, "expected one line, got: {:?}", self.stderr);
-        assert!(lines[0].starts_with("error: "), "{}", lines[0]);
-    }
-}
+/// The seed of every random input here, so a failure reproduces.
+const SEED: u64 = 0x0ec0;
 
 fn client() -> Command {
     Command::new(env!("CARGO_BIN_EXE_echo-client"))
 }
 
-/// Writes `input` to the child's stdin from a thread, then closes it, so a
-/// large input cannot deadlock against the output we read meanwhile. A
-/// client that exits early makes the write fail; that is not our failure.
-fn feed(stdin: ChildStdin, input: Vec<u8>) -> JoinHandle<()> {
-    thread::spawn(move || {
-        let mut stdin = stdin;
-        let _ = stdin.write_all(&input);
-    })
-}
-
-/// Reads a pipe to its end on a thread.
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
-}
-
-/// Waits for `child` until [`DEADLINE`]; past it, kills the child (ours)
-/// and fails the test.
-fn wait(child: &mut Child, started: Instant) -> ExitStatus {
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("echo-client still running after {DEADLINE:?}");
-        }
-        // Polling interval only: the deadline, not this sleep, is the bound.
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Runs the client with `args`, feeding `input` on stdin.
 fn run_client(args: &[&str], input: Vec<u8>) -> Run {
-    let started = Instant::now();
-    let mut child = client()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start echo-client");
-    let feeder = feed(child.stdin.take().unwrap(), input);
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let status = wait(&mut child, started);
-    let elapsed = started.elapsed();
-    feeder.join().unwrap();
-    Run {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: String::from_utf8_lossy(&stderr.join().unwrap()).into_owned(),
-        elapsed,
-    }
+    common::run(client().args(args), input)
 }
 
-/// A real echo server on a free loopback port, stopped when dropped.
-fn server() -> mio_echo::Running {
-    mio_echo::Server::bind(mio_echo::Config::loopback())
-        .unwrap()
-        .spawn()
-        .unwrap()
+fn random_bytes(len: usize) -> Vec<u8> {
+    common::random_bytes(SEED, len)
 }
 
 /// A fake server for one connection: `serve` gets the accepted stream.
@@ -153,12 +59,6 @@ fn altered_echo(mut stream: TcpStream, alter: impl Fn(u64, u8) -> u8) {
             return;
         }
     }
-}
-
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; len];
-    StdRng::seed_from_u64(0x0ec0).fill_bytes(&mut bytes);
-    bytes
 }
 
 /// Piped text comes back byte for byte.
@@ -205,13 +105,13 @@ fn empty_stdin_prints_nothing_and_succeeds() {
 #[test]
 fn each_line_is_echoed_before_the_next_is_sent() {
     let server = server();
-    let mut child = client()
-        .arg(server.addr().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start echo-client");
+    let mut child = Guarded::spawn(
+        client()
+            .arg(server.addr().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -390,13 +290,13 @@ fn bad_timeouts_are_refused() {
 fn a_closed_stdout_ends_quietly() {
     let server = server();
     let started = Instant::now();
-    let mut child = client()
-        .arg(server.addr().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start echo-client");
+    let mut child = Guarded::spawn(
+        client()
+            .arg(server.addr().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     // Like `echo-client | head -c0`: the reader is gone before the echo.
     drop(child.stdout.take());
     let feeder = feed(child.stdin.take().unwrap(), random_bytes(1024 * 1024));
