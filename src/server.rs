@@ -55,7 +55,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::Config;
-use crate::connection::{Connection, Limits, Next, Reason, State, Wake};
+use crate::connection::{Connection, Limits, Next, Reason, State, Tcp, Wake};
 use crate::error::{describe, StartError};
 use crate::net::{self, SocketOptions};
 use crate::stats::Summary;
@@ -436,7 +436,9 @@ impl Server {
         // The one read buffer every TCP echo passes through. It lives here,
         // as a local of the loop, rather than as a field: the hot path then
         // reaches it without going through `self`.
-        let mut buf = vec![0u8; READ_BUF];
+        // Never larger than `max_buffer`, so that one read into it cannot
+        // exceed what a connection may owe.
+        let mut buf = vec![0u8; READ_BUF.min(self.limits.max_buffer)];
         // Datagrams need room for the largest; only allocated if served.
         let mut dgram = if self.udp_addrs().is_empty() {
             Vec::new()
@@ -568,16 +570,15 @@ impl Server {
     /// Readiness on one connection: drive it through one pass.
     fn connection_event(&mut self, key: usize, event: &Event, buf: &mut [u8]) {
         let now = self.now_tick();
+        // No connection: the event is stale (a connection closed in an
+        // earlier turn). A closed one of this turn is still here, marked
+        // `Closed`, and its pass does nothing.
         let Some(conn) = self.conns.get_mut(key) else {
             log::trace!("token {key}: no connection, event ignored");
             return;
         };
-        if conn.state() == State::Closed {
-            log::trace!("token {key}: closed this turn, event ignored");
-            return;
-        }
         log::trace!(
-            "token {key}: event{}{}{}",
+            "token {key}: event{}{}{}{}",
             if event.is_readable() { " readable" } else { "" },
             if event.is_writable() { " writable" } else { "" },
             if event.is_read_closed() {
@@ -585,6 +586,7 @@ impl Server {
             } else {
                 ""
             },
+            if event.is_error() { " error" } else { "" },
         );
         // An error or hang-up is a reason to read: the read reports it.
         let closed_hint = event.is_read_closed() || event.is_error();
@@ -593,7 +595,7 @@ impl Server {
             short_read_is_empty: !closed_hint,
             now,
         };
-        let next = conn.drive(buf, wake, &self.limits);
+        let next = conn.on_event(buf, wake, &self.limits);
         self.after_pass(key, next);
     }
 
@@ -642,6 +644,7 @@ impl Server {
     }
 
     /// Acts on what a pass over connection `key` decided.
+    #[inline]
     fn after_pass(&mut self, key: usize, next: Next) {
         match next {
             Next::Wait => {}
@@ -652,6 +655,7 @@ impl Server {
 
     /// Books a connection that just closed; the slab entry goes at the end
     /// of the turn.
+    #[cold]
     fn closed(&mut self, key: usize, reason: Reason) {
         let conn = &self.conns[key];
         self.summary.closed += 1;
@@ -807,7 +811,7 @@ impl Server {
             log::debug!("{peer}: cannot register: {}", describe(&e));
             return;
         }
-        entry.insert(Connection::new(stream, peer, id, opened));
+        entry.insert(Connection::new(Tcp(stream), peer, id, opened));
         if let Some(per_ip) = self.per_ip.as_mut() {
             *per_ip.open.entry(peer.ip()).or_insert(0) += 1;
         }
