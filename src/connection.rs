@@ -393,6 +393,7 @@ impl<S: Stream> Connection<S> {
                 Err(e) => return self.abort(Reason::Error(e)),
             }
             if was_full && self.wants_read(limits) {
+                log::trace!("{}: room again, resumes reading", self.peer);
                 may_read = true;
                 short_read_is_empty = false;
             }
@@ -433,6 +434,14 @@ impl<S: Stream> Connection<S> {
             if n < room && short_read_is_empty {
                 break;
             }
+        }
+
+        if may_read && self.state == State::Open && !self.wants_read(limits) {
+            log::trace!(
+                "{}: owes {} bytes, the most allowed: stops reading",
+                self.peer,
+                self.owed()
+            );
         }
 
         // 3. The peer is done sending and has everything back: send our FIN.

@@ -638,6 +638,7 @@ impl Server {
             if conn.state() == State::Closed {
                 continue;
             }
+            log::trace!("token {}: again, from the ready list", token.0);
             let next = conn.drive(buf, Wake::again(now), &self.limits);
             self.after_pass(token.0, next);
         }
