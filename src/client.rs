@@ -27,12 +27,23 @@
 //! Every blocking call is bounded by [`Options::timeout`]: a silent server
 //! ends in an error that says so, never in a hang.
 //!
+//! # UDP
+//!
+//! RFC 862's datagram service gets the same lock step ([`connect_udp`],
+//! [`echo_lines`], [`echo_messages`]): one line of input, newline included,
+//! goes out as one datagram, and the next waits until the reply has come
+//! back and matched. A datagram carries at most [`MAX_DATAGRAM`] bytes, so a
+//! longer line is an error rather than being cut in pieces that would no
+//! longer be one message each. UDP may lose a datagram or its reply, and
+//! nothing would ever say so: the timeout, applied to each reply, ends the
+//! session with the number of the datagram that got none.
+//!
 //! Read next: `src/bin/echo-client.rs` (arguments and exit codes only), then
 //! [`crate::server`] for the other side of the connection.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
 use crate::error::describe;
@@ -43,6 +54,15 @@ use crate::error::describe;
 /// plus what the server may owe (so a chunk is never stuck half sent), large
 /// enough that piping hundreds of MiB takes few round trips.
 pub const CHUNK: usize = 64 * 1024;
+
+/// The most bytes one UDP datagram carries over IPv4: 65,535 less the
+/// 20-byte IP header and the 8-byte UDP header. (IPv6 allows 65,527; one
+/// limit for both means a line that goes over one goes over the other.)
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// Room for any reply, even one longer than what was sent (up to IPv6's
+/// 65,527 bytes), so a wrong length is seen as such.
+const REPLY_BUF: usize = 64 * 1024;
 
 /// How long connecting, and each read of the echo, may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -169,6 +189,44 @@ pub enum ClientError {
         /// Bytes sent (and echoed) in the whole session.
         sent: u64,
     },
+    /// A line (or message) is too long for one UDP datagram.
+    DatagramTooLong {
+        /// Which datagram it would have been, counting from 1.
+        datagram: u64,
+    },
+    /// No reply to a datagram arrived within the timeout.
+    NoReply {
+        /// The server's address.
+        peer: SocketAddr,
+        /// The datagram that got no reply, counting from 1.
+        datagram: u64,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The server's host reported that no socket listens on the port (an
+    /// ICMP port unreachable, which UDP reports on the next receive).
+    PortUnreachable {
+        /// The server's address.
+        peer: SocketAddr,
+        /// The datagram being exchanged when the report arrived.
+        datagram: u64,
+    },
+    /// A reply differs from the datagram it answers.
+    ReplyDiffers {
+        /// The server's address.
+        peer: SocketAddr,
+        /// The datagram answered, counting from 1.
+        datagram: u64,
+        /// The first differing byte, counted from the start of the datagram
+        /// (the shorter one's length when one is a prefix of the other).
+        offset: usize,
+        /// The bytes at `offset`, sent and received, when both have one.
+        bytes: Option<(u8, u8)>,
+        /// The datagram's length.
+        sent_len: usize,
+        /// The reply's length.
+        got_len: usize,
+    },
 }
 
 impl ClientError {
@@ -275,6 +333,45 @@ impl fmt::Display for ClientError {
                 f,
                 "{peer} sent bytes beyond the {sent} it was sent (the server invented them)"
             ),
+            ClientError::DatagramTooLong { datagram } => write!(
+                f,
+                "datagram {datagram} would be longer than {MAX_DATAGRAM} bytes, the most one \
+                 UDP datagram carries (each line, newline included, is one datagram; \
+                 TCP has no such limit)"
+            ),
+            ClientError::NoReply {
+                peer,
+                datagram,
+                timeout,
+            } => write!(
+                f,
+                "no reply from udp {peer} to datagram {datagram} within {} \
+                 (lost, or no UDP echo server there)",
+                Secs(*timeout)
+            ),
+            ClientError::PortUnreachable { peer, datagram } => write!(
+                f,
+                "udp {peer} is unreachable at datagram {datagram}: nothing listens on that \
+                 port (is echo-server running with --udp?)"
+            ),
+            ClientError::ReplyDiffers {
+                peer,
+                datagram,
+                offset,
+                bytes,
+                sent_len,
+                got_len,
+            } => {
+                write!(
+                    f,
+                    "reply from udp {peer} to datagram {datagram} differs from what was sent \
+                     at offset {offset} "
+                )?;
+                match bytes {
+                    Some((sent, got)) => write!(f, "(sent 0x{sent:02x}, got 0x{got:02x})"),
+                    None => write!(f, "(sent {sent_len} bytes, got {got_len})"),
+                }
+            }
         }
     }
 }
@@ -548,6 +645,219 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// Resolves `addr` (`IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`) and opens a
+/// UDP socket connected to its first address, with `timeout` as its read
+/// and write timeout.
+///
+/// UDP has no handshake that would tell which of a name's addresses
+/// answers, so the first is used: give an IP to choose. Connecting the
+/// socket makes the kernel deliver only datagrams from that address, and
+/// report an ICMP port unreachable as an error on the next receive.
+pub fn connect_udp(addr: &str, timeout: Duration) -> Result<(UdpSocket, SocketAddr), ClientError> {
+    let resolve_error = |source| ClientError::Resolve {
+        addr: addr.to_string(),
+        source,
+    };
+    let peer = addr
+        .to_socket_addrs()
+        .map_err(resolve_error)?
+        .next()
+        .ok_or_else(|| {
+            resolve_error(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the name has no addresses",
+            ))
+        })?;
+    let connect_error = |source| ClientError::Connect {
+        target: addr.to_string(),
+        addr: peer,
+        tried: 1,
+        timeout,
+        source,
+    };
+    let local: SocketAddr = if peer.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(local).map_err(connect_error)?;
+    socket.connect(peer).map_err(connect_error)?;
+    let socket_error = |what| move |source| ClientError::Socket { peer, what, source };
+    socket
+        .set_read_timeout(Some(timeout))
+        .map_err(socket_error("the read timeout"))?;
+    socket
+        .set_write_timeout(Some(timeout))
+        .map_err(socket_error("the write timeout"))?;
+    log::debug!("sending datagrams to {peer}");
+    Ok((socket, peer))
+}
+
+/// Sends each line of `input`, newline included, as one datagram on
+/// `socket` (from [`connect_udp`]), waits at most `opts.timeout` for its
+/// reply, checks it, and copies it to `output`, flushing after each.
+///
+/// A last line without a newline goes out as it is. Returns the number of
+/// datagrams echoed. A line longer than [`MAX_DATAGRAM`] is an error, found
+/// before anything of it is sent, and at most that many bytes of it are
+/// ever held in memory.
+pub fn echo_lines(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    input: &mut impl BufRead,
+    output: &mut impl Write,
+    opts: &Options,
+) -> Result<u64, ClientError> {
+    datagram_per_line(&mut { socket }, peer, input, output, opts)
+}
+
+/// [`echo_lines`] over any [`Datagrams`].
+fn datagram_per_line<S: Datagrams>(
+    socket: &mut S,
+    peer: SocketAddr,
+    input: &mut impl BufRead,
+    output: &mut impl Write,
+    opts: &Options,
+) -> Result<u64, ClientError> {
+    let mut line = Vec::new();
+    let mut back = vec![0u8; REPLY_BUF];
+    let mut number: u64 = 0;
+    loop {
+        line.clear();
+        // One byte past the limit is enough to know the line is too long.
+        // (`read_until` retries `Interrupted` by itself.)
+        let limit = MAX_DATAGRAM as u64 + 1;
+        let n = (&mut *input)
+            .take(limit)
+            .read_until(b'\n', &mut line)
+            .map_err(ClientError::Input)?;
+        if n == 0 {
+            return Ok(number);
+        }
+        number += 1;
+        echo_datagram(socket, peer, number, &line, &mut back, output, opts)?;
+    }
+}
+
+/// Like [`echo_lines`], with one datagram per message: for `--message`,
+/// where a message may hold newlines of its own.
+pub fn echo_messages<M: AsRef<[u8]>>(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    messages: &[M],
+    output: &mut impl Write,
+    opts: &Options,
+) -> Result<u64, ClientError> {
+    let mut socket = socket;
+    let mut back = vec![0u8; REPLY_BUF];
+    let mut number: u64 = 0;
+    for message in messages {
+        number += 1;
+        echo_datagram(
+            &mut socket,
+            peer,
+            number,
+            message.as_ref(),
+            &mut back,
+            output,
+            opts,
+        )?;
+    }
+    Ok(number)
+}
+
+/// What the datagram exchange needs of its socket. A trait so the unit
+/// tests can stand a scripted server in for a UDP socket.
+trait Datagrams {
+    /// Sends one datagram to the connected peer.
+    fn send(&mut self, datagram: &[u8]) -> io::Result<usize>;
+    /// Receives one datagram from the connected peer.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl Datagrams for &UdpSocket {
+    fn send(&mut self, datagram: &[u8]) -> io::Result<usize> {
+        UdpSocket::send(self, datagram)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        UdpSocket::recv(self, buf)
+    }
+}
+
+/// One lock step over UDP: send datagram `number`, read one reply, check
+/// it, print it.
+fn echo_datagram<S: Datagrams>(
+    socket: &mut S,
+    peer: SocketAddr,
+    number: u64,
+    sent: &[u8],
+    back: &mut [u8],
+    output: &mut impl Write,
+    opts: &Options,
+) -> Result<(), ClientError> {
+    if sent.len() > MAX_DATAGRAM {
+        return Err(ClientError::DatagramTooLong { datagram: number });
+    }
+    let unreachable = ClientError::PortUnreachable {
+        peer,
+        datagram: number,
+    };
+    loop {
+        match socket.send(sent) {
+            // A datagram goes whole or not at all: no partial sends.
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // An ICMP error from an earlier datagram is reported here.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(unreachable),
+            Err(e) if is_timeout(&e) => {
+                return Err(ClientError::SendStalled {
+                    peer,
+                    timeout: opts.timeout,
+                })
+            }
+            Err(source) => return Err(ClientError::Send { peer, source }),
+        }
+    }
+    let got = loop {
+        match socket.recv(back) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // The read timeout passed: the datagram or its reply was lost,
+            // or nothing answers there. UDP cannot tell which.
+            Err(e) if is_timeout(&e) => {
+                return Err(ClientError::NoReply {
+                    peer,
+                    datagram: number,
+                    timeout: opts.timeout,
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Err(unreachable),
+            Err(source) => return Err(ClientError::Receive { peer, source }),
+        }
+    };
+    let reply = &back[..got];
+    if reply != sent {
+        let offset = sent
+            .iter()
+            .zip(reply)
+            .position(|(a, b)| a != b)
+            .unwrap_or(sent.len().min(reply.len()));
+        return Err(ClientError::ReplyDiffers {
+            peer,
+            datagram: number,
+            offset,
+            bytes: sent.get(offset).copied().zip(reply.get(offset).copied()),
+            sent_len: sent.len(),
+            got_len: reply.len(),
+        });
+    }
+    output
+        .write_all(reply)
+        .and_then(|()| output.flush())
+        .map_err(ClientError::Output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -790,5 +1100,138 @@ mod tests {
         assert!(ClientError::Output(io::ErrorKind::BrokenPipe.into()).is_output_closed());
         assert!(!ClientError::Output(io::ErrorKind::Other.into()).is_output_closed());
         assert!(!ClientError::Input(io::ErrorKind::BrokenPipe.into()).is_output_closed());
+    }
+
+    /// A scripted UDP server: answers each datagram with `answer(n, bytes)`
+    /// (n counting from 1), or with silence when that returns `None`.
+    struct Udp<F: FnMut(u64, &[u8]) -> Option<Vec<u8>>> {
+        answer: F,
+        sent: Vec<Vec<u8>>,
+        replies: VecDeque<Vec<u8>>,
+    }
+
+    impl<F: FnMut(u64, &[u8]) -> Option<Vec<u8>>> Datagrams for Udp<F> {
+        fn send(&mut self, datagram: &[u8]) -> io::Result<usize> {
+            self.sent.push(datagram.to_vec());
+            let n = self.sent.len() as u64;
+            if let Some(reply) = (self.answer)(n, datagram) {
+                self.replies.push_back(reply);
+            }
+            Ok(datagram.len())
+        }
+
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let reply = self
+                .replies
+                .pop_front()
+                .ok_or(io::Error::from(io::ErrorKind::WouldBlock))?;
+            let n = reply.len().min(buf.len());
+            buf[..n].copy_from_slice(&reply[..n]);
+            Ok(n)
+        }
+    }
+
+    fn udp<F: FnMut(u64, &[u8]) -> Option<Vec<u8>>>(answer: F) -> Udp<F> {
+        Udp {
+            answer,
+            sent: Vec::new(),
+            replies: VecDeque::new(),
+        }
+    }
+
+    fn run_lines<F: FnMut(u64, &[u8]) -> Option<Vec<u8>>>(
+        server: &mut Udp<F>,
+        input: &[u8],
+    ) -> (Result<u64, ClientError>, Vec<u8>) {
+        let mut output = Vec::new();
+        let result = datagram_per_line(server, peer(), &mut &input[..], &mut output, &opts());
+        (result, output)
+    }
+
+    /// Each line, newline included, is one datagram; a last line without a
+    /// newline goes as it is; an empty line is a one-byte datagram.
+    #[test]
+    fn each_line_is_one_datagram() {
+        let mut server = udp(|_, d| Some(d.to_vec()));
+        let (result, output) = run_lines(&mut server, b"one\ntwo two\n\nlast");
+        assert_eq!(result.unwrap(), 4);
+        assert_eq!(output, b"one\ntwo two\n\nlast");
+        let sent: Vec<&[u8]> = server.sent.iter().map(Vec::as_slice).collect();
+        assert_eq!(sent, [&b"one\n"[..], b"two two\n", b"\n", b"last"]);
+    }
+
+    /// A line of exactly the limit goes; one byte more is an error naming
+    /// the datagram, and nothing of it is sent.
+    #[test]
+    fn a_line_past_the_datagram_limit_is_an_error() {
+        let mut fits = vec![b'x'; MAX_DATAGRAM - 1];
+        fits.push(b'\n');
+        let mut server = udp(|_, d| Some(d.to_vec()));
+        assert_eq!(run_lines(&mut server, &fits).0.unwrap(), 1);
+
+        let mut input = b"short\n".to_vec();
+        input.extend(vec![b'y'; MAX_DATAGRAM]);
+        input.push(b'\n');
+        let mut server = udp(|_, d| Some(d.to_vec()));
+        let (result, output) = run_lines(&mut server, &input);
+        let e = result.unwrap_err();
+        assert!(
+            matches!(e, ClientError::DatagramTooLong { datagram: 2 }),
+            "{e:?}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with("datagram 2 would be longer than 65507 bytes"));
+        assert_eq!(server.sent.len(), 1);
+        assert_eq!(output, b"short\n");
+    }
+
+    /// A datagram that gets no reply ends the session, naming its number.
+    #[test]
+    fn a_missing_reply_names_the_datagram() {
+        let mut server = udp(|n, d| (n != 3).then(|| d.to_vec()));
+        let (result, output) = run_lines(&mut server, b"a\nb\nc\nd\n");
+        let e = result.unwrap_err();
+        assert!(
+            matches!(e, ClientError::NoReply { datagram: 3, .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "no reply from udp 127.0.0.1:7007 to datagram 3 within 0.5s \
+             (lost, or no UDP echo server there)"
+        );
+        assert_eq!(output, b"a\nb\n");
+    }
+
+    /// A changed byte is reported at its offset in the datagram.
+    #[test]
+    fn a_changed_reply_names_the_datagram_and_offset() {
+        let mut server = udp(|n, d| {
+            let mut reply = d.to_vec();
+            if n == 2 {
+                reply[4] ^= 0x20;
+            }
+            Some(reply)
+        });
+        let (result, _) = run_lines(&mut server, b"first\nsecond\n");
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "reply from udp 127.0.0.1:7007 to datagram 2 differs from what was sent \
+             at offset 4 (sent 0x6e, got 0x4e)"
+        );
+    }
+
+    /// A reply of another length is reported with both lengths.
+    #[test]
+    fn a_short_reply_names_both_lengths() {
+        let mut server = udp(|_, d| Some(d[..d.len() - 1].to_vec()));
+        let (result, output) = run_lines(&mut server, b"hello\n");
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "reply from udp 127.0.0.1:7007 to datagram 1 differs from what was sent \
+             at offset 5 (sent 6 bytes, got 5)"
+        );
+        assert!(output.is_empty());
     }
 }

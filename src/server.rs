@@ -110,6 +110,8 @@ pub struct Server {
     followers: Vec<Handle>,
     /// Names this loop in logs when there are several.
     label: String,
+    /// How many loops share the sockets (`--threads`).
+    loops: usize,
     limits: Limits,
     shutdown_timeout: Duration,
     /// The most connections at once, after the descriptor budget.
@@ -303,6 +305,7 @@ impl Server {
             seen: (0, 0),
             followers: Vec::new(),
             label: String::new(),
+            loops: threads,
             limits: Limits {
                 max_buffer: config.max_buffer,
                 budget: BUDGET,
@@ -380,14 +383,14 @@ impl Server {
         for l in &self.sockets {
             log::info!("listening on {}", l.describe());
         }
+        let per_loop = if self.loops > 1 {
+            format!(" per loop, {} loops", self.loops)
+        } else {
+            String::new()
+        };
         log::info!(
-            "serving at most {} connections{} (open-file limit {})",
+            "serving at most {} connections{per_loop} (open-file limit {})",
             self.max_connections,
-            if self.label.is_empty() {
-                ""
-            } else {
-                " per loop"
-            },
             net::fd_limit().map_or("unknown".into(), |n| n.to_string()),
         );
     }

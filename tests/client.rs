@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -319,6 +319,8 @@ fn help_mentions_every_flag() {
         "ADDR",
         "-m",
         "--message",
+        "-u, --udp",
+        "65,507",
         "--timeout",
         "--help",
         "--version",
@@ -336,5 +338,195 @@ fn version_prints_the_version() {
     assert_eq!(
         out.trim(),
         format!("echo-client {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// An in-process server on free loopback ports, serving UDP as well.
+fn udp_server() -> mio_echo::Running {
+    common::server_with(mio_echo::Config {
+        udp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        ..mio_echo::Config::loopback()
+    })
+}
+
+/// A fake UDP server that answers `answered` datagrams through `alter`,
+/// then stays silent. The returned socket keeps the port open (so the
+/// silence is silence, not a port unreachable) until the test drops it.
+fn fake_udp_server(
+    answered: usize,
+    alter: impl Fn(&mut Vec<u8>) + Send + 'static,
+) -> (UdpSocket, SocketAddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let answering = socket.try_clone().unwrap();
+    answering
+        .set_read_timeout(Some(common::IO_TIMEOUT))
+        .unwrap();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        for _ in 0..answered {
+            let Ok((n, from)) = answering.recv_from(&mut buf) else {
+                return;
+            };
+            let mut reply = buf[..n].to_vec();
+            alter(&mut reply);
+            let _ = answering.send_to(&reply, from);
+        }
+    });
+    (socket, addr)
+}
+
+/// `--udp`, piped: each line (newline included, the last one without) is
+/// one datagram, and the output is the input.
+#[test]
+fn udp_piped_lines_are_one_datagram_each() {
+    let server = udp_server();
+    let addr = server.udp_addrs()[0].to_string();
+    let text = "first\nsecond line\n\nno newline at the end: é ✓";
+    let run = run_client(&["--udp", &addr], text.as_bytes().to_vec());
+    run.assert_success();
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), text);
+    let udp = server.stop().unwrap().udp;
+    assert_eq!(udp.echoed, 4, "{udp:?}");
+    assert_eq!(udp.bytes, text.len() as u64, "{udp:?}");
+}
+
+/// `--udp -m`: each message, newlines and all, is one datagram.
+#[test]
+fn udp_messages_are_one_datagram_each() {
+    let server = udp_server();
+    let addr = server.udp_addrs()[0].to_string();
+    let run = run_client(
+        &["-u", &addr, "-m", "hello", "-m", "two\nlines"],
+        Vec::new(),
+    );
+    run.assert_success();
+    assert_eq!(run.stdout, b"hello\ntwo\nlines\n");
+    let udp = server.stop().unwrap().udp;
+    assert_eq!(udp.echoed, 2, "{udp:?}");
+}
+
+/// Empty standard input with `--udp`: nothing sent, nothing printed, exit 0.
+#[test]
+fn udp_empty_stdin_sends_nothing() {
+    let server = udp_server();
+    let run = run_client(&["--udp", &server.udp_addrs()[0].to_string()], Vec::new());
+    run.assert_success();
+    assert!(run.stdout.is_empty());
+    assert_eq!(server.stop().unwrap().udp.echoed, 0);
+}
+
+/// A line of 65,507 bytes (newline included) goes as one datagram; one of
+/// 65,508 is an error naming the datagram, and exit status 1.
+#[test]
+fn udp_a_line_longer_than_a_datagram_is_an_error() {
+    let server = udp_server();
+    let mut input = vec![b'a'; 65_506];
+    input.push(b'\n');
+    let fits = input.len();
+    input.extend(vec![b'b'; 65_507]);
+    input.push(b'\n');
+    let run = run_client(
+        &["--udp", &server.udp_addrs()[0].to_string()],
+        input.clone(),
+    );
+    run.assert_one_error_line();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        run.stderr
+            .starts_with("error: datagram 2 would be longer than 65507 bytes"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout == input[..fits],
+        "the first line is echoed whole"
+    );
+    let udp = server.stop().unwrap().udp;
+    assert_eq!((udp.echoed, udp.bytes), (1, fits as u64), "{udp:?}");
+}
+
+/// A server that answers the first datagram and not the second: after the
+/// timeout, one error line naming datagram 2, exit status 1, soon.
+#[test]
+fn udp_a_missing_reply_times_out_naming_the_datagram() {
+    let (_open, addr) = fake_udp_server(1, |_| {});
+    let run = run_client(
+        &["--udp", &addr.to_string(), "--timeout", "0.5"],
+        b"answered\nignored\nnever sent\n".to_vec(),
+    );
+    run.assert_one_error_line();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        run.stderr.contains(&format!(
+            "no reply from udp {addr} to datagram 2 within 0.5s"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stdout, b"answered\n");
+    assert!(
+        run.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        run.elapsed
+    );
+}
+
+/// A server that never answers at all: the first datagram times out.
+#[test]
+fn udp_a_silent_server_times_out() {
+    let (_open, addr) = fake_udp_server(0, |_| {});
+    let run = run_client(
+        &["-u", &addr.to_string(), "--timeout", "0.3", "-m", "anyone?"],
+        Vec::new(),
+    );
+    run.assert_one_error_line();
+    assert!(
+        run.stderr.contains("to datagram 1 within 0.3s"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty());
+}
+
+/// A reply with a byte changed is an error naming the datagram and offset.
+#[test]
+fn udp_a_changed_reply_names_the_offset() {
+    let (_open, addr) = fake_udp_server(1, |reply| reply[3] = b'X');
+    let run = run_client(&["--udp", &addr.to_string(), "-m", "abcdef"], Vec::new());
+    run.assert_one_error_line();
+    assert!(
+        run.stderr.contains(&format!(
+            "reply from udp {addr} to datagram 1 differs from what was sent at offset 3 \
+             (sent 0x64, got 0x58)"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "a wrong reply is not printed");
+}
+
+/// Nothing on the port: the kernel's port unreachable is reported as such,
+/// without waiting out the timeout.
+#[test]
+fn udp_a_closed_port_is_reported_as_unreachable() {
+    let addr = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let run = run_client(
+        &["--udp", &addr.to_string(), "--timeout", "30", "-m", "hi"],
+        Vec::new(),
+    );
+    run.assert_one_error_line();
+    assert!(
+        run.stderr.contains("nothing listens on that port"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        run.elapsed
     );
 }

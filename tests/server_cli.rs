@@ -5,132 +5,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread;
-use std::time::Instant;
+use std::net::TcpListener;
 
-use common::{connect, echo_ok, exchange, random_bytes, Guarded, DEADLINE};
+use common::{
+    connect, echo_ok, exchange, field, random_bytes, server_command, EchoServer, LISTENING,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-
-/// What the server logs for each listener once it is ready.
-const LISTENING: &str = "listening on tcp://";
-
-/// The server binary with a clean logging environment: the default level
-/// (info) unless a test asks for another.
-fn server_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_echo-server"));
-    command.env_remove("RUST_LOG").env_remove("RUST_LOG_STYLE");
-    command
-}
 
 /// Runs the server to its end with `args`: for flags that make it exit.
 fn run_server(args: &[&str]) -> common::Run {
     common::run(server_command().args(args), Vec::new())
-}
-
-/// A running `echo-server`, killed when dropped. Its standard error is read
-/// line by line on a thread, so the test can wait for a line with a deadline.
-struct EchoServer {
-    child: Guarded,
-    lines: Receiver<String>,
-    /// Every line read so far, for failure messages and final checks.
-    seen: Vec<String>,
-}
-
-impl EchoServer {
-    /// Starts the server with `args` and `RUST_LOG` set to `log`, if given.
-    fn start(args: &[&str], log: Option<&str>) -> EchoServer {
-        let mut command = server_command();
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(level) = log {
-            command.env("RUST_LOG", level);
-        }
-        let mut child = Guarded::spawn(&mut command);
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        EchoServer {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The next line of standard error; `None` once the server closed it.
-    /// Fails the test if none comes before `deadline`.
-    fn next_line(&mut self, deadline: Instant) -> Option<String> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.lines.recv_timeout(left) {
-            Ok(line) => {
-                self.seen.push(line.clone());
-                Some(line)
-            }
-            Err(RecvTimeoutError::Disconnected) => None,
-            Err(RecvTimeoutError::Timeout) => {
-                panic!(
-                    "no stderr line within {DEADLINE:?}; so far: {:#?}",
-                    self.seen
-                )
-            }
-        }
-    }
-
-    /// Waits for `n` `listening on tcp://ADDR` lines and returns the
-    /// addresses, in the order logged.
-    fn listening(&mut self, n: usize) -> Vec<SocketAddr> {
-        let deadline = Instant::now() + DEADLINE;
-        let mut addrs = Vec::new();
-        while addrs.len() < n {
-            let Some(line) = self.next_line(deadline) else {
-                panic!("stderr closed before {n} listeners: {:#?}", self.seen);
-            };
-            if let Some(at) = line.find(LISTENING) {
-                let addr = line[at + LISTENING.len()..].split_whitespace().next();
-                let addr = addr.and_then(|a| a.parse().ok());
-                addrs.push(addr.unwrap_or_else(|| panic!("no address in {line:?}")));
-            }
-        }
-        addrs
-    }
-
-    /// Sends `signal` to the server (a process this test started).
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) takes plain integers; the pid is our own child,
-        // which the guard has not reaped yet.
-        let sent = unsafe { libc::kill(pid, signal) };
-        assert_eq!(sent, 0, "kill: {}", std::io::Error::last_os_error());
-    }
-
-    /// Waits for the server to exit, then for the rest of its standard
-    /// error; returns its status and every line it wrote.
-    fn finish(mut self) -> (ExitStatus, Vec<String>) {
-        let status = common::wait(&mut self.child, Instant::now());
-        let deadline = Instant::now() + DEADLINE;
-        while self.next_line(deadline).is_some() {}
-        (status, std::mem::take(&mut self.seen))
-    }
-}
-
-/// The `key=value` fields of a line, such as `connections=2`.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Two clients echo a known number of bytes; then `signal` ends the server:

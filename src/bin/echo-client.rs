@@ -19,21 +19,32 @@ use mio_echo::config::DEFAULT_ADDR;
 /// printed when it returns; end with Ctrl-D. Piped, the output is the input,
 /// byte for byte. Any difference, early close or silence from the server is
 /// an error naming what went wrong, with a non-zero exit status.
+///
+/// With --udp each line of input, newline included, is one datagram (at
+/// most 65,507 bytes; a longer line is an error), sent when the reply to
+/// the one before has come back unchanged.
 #[derive(Parser, Debug)]
 #[command(name = "echo-client", version)]
 struct Args {
-    /// The server: IP:PORT, [IPv6]:PORT or HOST:PORT (every address the
-    /// name resolves to is tried).
+    /// The server: IP:PORT, [IPv6]:PORT or HOST:PORT (over TCP every
+    /// address the name resolves to is tried; over UDP, the first).
     #[arg(value_name = "ADDR", default_value = DEFAULT_ADDR)]
     addr: String,
 
     /// Send TEXT and a newline instead of reading standard input, print the
-    /// echo and exit.
+    /// echo and exit. Repeat to send several, in order; with --udp each is
+    /// one datagram.
     #[arg(short, long, value_name = "TEXT", allow_hyphen_values = true)]
-    message: Option<String>,
+    message: Vec<String>,
 
-    /// How many seconds connecting, and each wait for the echo, may take
-    /// (fractions allowed, such as 0.5).
+    /// Talk UDP (RFC 862's datagram echo): send each line of input,
+    /// newline included, or each --message as one datagram of at most
+    /// 65,507 bytes, and wait for its reply before sending the next.
+    #[arg(short, long)]
+    udp: bool,
+
+    /// How many seconds connecting, and each wait for the echo (with --udp:
+    /// for each datagram's reply), may take (fractions allowed, such as 0.5).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs,
           allow_negative_numbers = true)]
     timeout: Duration,
@@ -77,20 +88,28 @@ fn main() -> ExitCode {
 
 /// Connects and runs one session over `--message` or standard input.
 fn run(args: &Args, opts: &Options) -> Result<u64, ClientError> {
-    let (mut stream, peer) = client::connect(&args.addr, opts.timeout)?;
     let mut stdout = io::stdout().lock();
-    match &args.message {
-        Some(text) => {
-            let line = format!("{text}\n");
-            client::echo(&mut stream, peer, &mut line.as_bytes(), &mut stdout, opts)
-        }
-        None => client::echo(
+    let messages: Vec<String> = args.message.iter().map(|m| format!("{m}\n")).collect();
+    if args.udp {
+        let (socket, peer) = client::connect_udp(&args.addr, opts.timeout)?;
+        return if messages.is_empty() {
+            client::echo_lines(&socket, peer, &mut io::stdin().lock(), &mut stdout, opts)
+        } else {
+            client::echo_messages(&socket, peer, &messages, &mut stdout, opts)
+        };
+    }
+    let (mut stream, peer) = client::connect(&args.addr, opts.timeout)?;
+    if messages.is_empty() {
+        client::echo(
             &mut stream,
             peer,
             &mut io::stdin().lock(),
             &mut stdout,
             opts,
-        ),
+        )
+    } else {
+        let text = messages.concat();
+        client::echo(&mut stream, peer, &mut text.as_bytes(), &mut stdout, opts)
     }
 }
 

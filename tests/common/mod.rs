@@ -327,3 +327,354 @@ pub fn run(command: &mut Command, input: Vec<u8>) -> Run {
         elapsed,
     }
 }
+
+// ---------------------------------------------------------------------------
+// The `echo-server` binary, run as a child process and read from its log.
+// ---------------------------------------------------------------------------
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+
+/// What the server logs for each TCP listener once it is ready.
+pub const LISTENING: &str = "listening on tcp://";
+
+/// The server binary with a clean logging environment: the default level
+/// (info) unless a test asks for another.
+pub fn server_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_echo-server"));
+    command.env_remove("RUST_LOG").env_remove("RUST_LOG_STYLE");
+    command
+}
+
+/// One `listening on SCHEME://ADDR` line of the server's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// `udp://` rather than `tcp://`.
+    pub udp: bool,
+    /// The address served, port 0 resolved.
+    pub addr: SocketAddr,
+    /// The line ends in `(socket activation)`: the socket was inherited.
+    pub activated: bool,
+}
+
+impl Listening {
+    /// Parses the `listening on` part of a log line, if it has one.
+    pub fn parse(line: &str) -> Option<Listening> {
+        const PREFIX: &str = "listening on ";
+        let rest = &line[line.find(PREFIX)? + PREFIX.len()..];
+        let (udp, rest) = match (rest.strip_prefix("tcp://"), rest.strip_prefix("udp://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return None,
+        };
+        let addr = rest.split_whitespace().next()?.parse().ok()?;
+        let activated = rest.contains("(socket activation)");
+        Some(Listening {
+            udp,
+            addr,
+            activated,
+        })
+    }
+}
+
+/// A running `echo-server`, killed when dropped. Its standard error is read
+/// line by line on a thread, so the test can wait for a line with a deadline.
+pub struct EchoServer {
+    pub child: Guarded,
+    lines: Receiver<String>,
+    /// Every line read so far, for failure messages and final checks.
+    pub seen: Vec<String>,
+}
+
+impl EchoServer {
+    /// Starts the server with `args` and `RUST_LOG` set to `log`, if given.
+    pub fn start(args: &[&str], log: Option<&str>) -> EchoServer {
+        let mut command = server_command();
+        command.args(args);
+        if let Some(level) = log {
+            command.env("RUST_LOG", level);
+        }
+        EchoServer::spawn(&mut command)
+    }
+
+    /// Starts `command` (an `echo-server`, perhaps behind a shell that
+    /// `exec`s it) with standard error piped to the line reader.
+    pub fn spawn(command: &mut Command) -> EchoServer {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = Guarded::spawn(command);
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in io::BufRead::lines(io::BufReader::new(stderr)) {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        EchoServer {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line of standard error; `None` once the server closed it.
+    /// Fails the test if none comes before `deadline`.
+    pub fn next_line(&mut self, deadline: Instant) -> Option<String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                Some(line)
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!(
+                    "no stderr line within {DEADLINE:?}; so far: {:#?}",
+                    self.seen
+                )
+            }
+        }
+    }
+
+    /// Waits (within [`DEADLINE`]) for the next line that contains `text`
+    /// and returns it; fails if standard error closes first.
+    pub fn line_containing(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.next_line(deadline) {
+                Some(line) if line.contains(text) => return line,
+                Some(_) => {}
+                None => panic!(
+                    "stderr closed before a line with {text:?}: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for `n` `listening on tcp://ADDR` lines and returns the
+    /// addresses, in the order logged.
+    pub fn listening(&mut self, n: usize) -> Vec<SocketAddr> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut addrs = Vec::new();
+        while addrs.len() < n {
+            let Some(line) = self.next_line(deadline) else {
+                panic!("stderr closed before {n} listeners: {:#?}", self.seen);
+            };
+            if let Some(at) = line.find(LISTENING) {
+                let addr = line[at + LISTENING.len()..].split_whitespace().next();
+                let addr = addr.and_then(|a| a.parse().ok());
+                addrs.push(addr.unwrap_or_else(|| panic!("no address in {line:?}")));
+            }
+        }
+        addrs
+    }
+
+    /// Waits for `n` `listening on` lines, TCP or UDP, and returns them in
+    /// the order logged.
+    pub fn sockets(&mut self, n: usize) -> Vec<Listening> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut found = Vec::new();
+        while found.len() < n {
+            let Some(line) = self.next_line(deadline) else {
+                panic!("stderr closed before {n} sockets: {:#?}", self.seen);
+            };
+            if line.contains("listening on ") {
+                found.push(
+                    Listening::parse(&line).unwrap_or_else(|| panic!("cannot parse {line:?}")),
+                );
+            }
+        }
+        found
+    }
+
+    /// Sends `signal` to the server (a process this test started).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) takes plain integers; the pid is our own child,
+        // which the guard has not reaped yet.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits for the server to exit, then for the rest of its standard
+    /// error; returns its status and every line it wrote.
+    pub fn finish(mut self) -> (ExitStatus, Vec<String>) {
+        let status = wait(&mut self.child, Instant::now());
+        let deadline = Instant::now() + DEADLINE;
+        while self.next_line(deadline).is_some() {}
+        (status, std::mem::take(&mut self.seen))
+    }
+}
+
+/// The `key=value` fields of a line, such as `connections=2`.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Whether this machine has an IPv6 loopback to test on.
+pub fn has_ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+// ---------------------------------------------------------------------------
+// What /proc says about a child process, and sockets from a chosen source
+// address. Added for tests/resilience.rs.
+// ---------------------------------------------------------------------------
+
+/// Resident memory (`VmRSS`) of process `pid`, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("a VmRSS line");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse {line:?}"));
+    kib * 1024
+}
+
+/// CPU time process `pid` has used so far, user and system together.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The command name, in parentheses, may hold spaces: count fields from
+    // after its closing parenthesis, where field 3 (state) is index 0 and
+    // fields 14 and 15 (utime, stime) are indexes 11 and 12.
+    let rest = &stat[stat.rfind(')').expect("a ')' in /proc/PID/stat") + 1..];
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse::<u64>().expect("a number of clock ticks"))
+        .sum();
+    // SAFETY: sysconf reads a configuration value; no pointers.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    assert!(per_second > 0, "sysconf(_SC_CLK_TCK)");
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// How many descriptors process `pid` holds open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
+}
+
+/// The number in a line's `key=N` field, such as `connections=2`.
+pub fn count(line: &str, key: &str) -> u64 {
+    field(line, key)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}=N in {line:?}"))
+}
+
+/// Connects to `addr` from `source` (any port), with [`IO_TIMEOUT`] on
+/// every read and write. All of 127.0.0.0/8 is loopback on Linux, so one
+/// test can be clients from several addresses.
+pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    // A port still in TIME_WAIT from an earlier run may be bound again.
+    socket.set_reuse_address(true).unwrap();
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("bind {source}:0: {e}"));
+    socket
+        .connect(&addr.into())
+        .unwrap_or_else(|e| panic!("connect from {source} to {addr}: {e}"));
+    let stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Closes `stream` with a reset instead of a FIN: with SO_LINGER set to
+/// zero, `close` discards whatever is queued and sends RST.
+pub fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+/// Writes `message` and reads exactly as many bytes back: an error if the
+/// echo differs, ends early, or does not come within the socket's timeout.
+pub fn round_trip(mut stream: &TcpStream, message: &[u8]) -> io::Result<()> {
+    stream.write_all(message)?;
+    let mut echo = vec![0u8; message.len()];
+    stream.read_exact(&mut echo)?;
+    match difference(message, &echo) {
+        None => Ok(()),
+        Some(diff) => Err(io::Error::other(diff)),
+    }
+}
+
+/// Whether the peer closed `stream` without a word: a read returns EOF, or
+/// the connection is reset. Waits at most the socket's read timeout; a byte
+/// of echo, or no answer in time, is `false`.
+pub fn closed_by_peer(mut stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    loop {
+        return match stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        };
+    }
+}
+
+/// One TCP socket as the kernel reports it in /proc/net/tcp.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelSocket {
+    /// The TCP state, as the kernel numbers it (1 is `ESTABLISHED`).
+    pub state: u8,
+    /// Bytes written by the socket's owner and not yet acknowledged.
+    pub tx: usize,
+    /// Bytes received and not yet read by the socket's owner.
+    pub rx: usize,
+}
+
+/// The connected IPv4 socket `local` -> `remote` from the kernel's table:
+/// how a test sees the server's side of a connection, in this process or
+/// another, without asking the server.
+pub fn kernel_socket(local: SocketAddr, remote: SocketAddr) -> Option<KernelSocket> {
+    fn addr(field: &str) -> Option<SocketAddr> {
+        let (ip, port) = field.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        // The address is printed as the native-endian reading of its
+        // network-order bytes.
+        Some(SocketAddr::from((ip.to_ne_bytes(), port)))
+    }
+    const LISTEN: u8 = 0x0A;
+    let table = std::fs::read_to_string("/proc/self/net/tcp").expect("read /proc/self/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (l, r) = (addr(f.get(1)?)?, addr(f.get(2)?)?);
+        let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
+        let (tx, rx) = f.get(4)?.split_once(':')?;
+        (l == local && r == remote && state != LISTEN).then_some(KernelSocket {
+            state,
+            tx: usize::from_str_radix(tx, 16).ok()?,
+            rx: usize::from_str_radix(rx, 16).ok()?,
+        })
+    })
+}
