@@ -1,0 +1,289 @@
+//! `echo-bench`: parse the command line, run one load mode, print its
+//! report and set the exit status.
+//!
+//! Everything else lives in the library; read `src/load/mod.rs` first.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mio_echo::config::DEFAULT_ADDR;
+use mio_echo::load::{connections, dial, pingpong, stream, LoadError, Outcome};
+
+/// A load generator for any TCP echo server (RFC 862) that checks every
+/// byte it gets back.
+///
+/// One mio poll loop drives every connection (one thread unless --threads
+/// says otherwise). Each mode prints a summary, then one line of
+/// `result key=value ...` for scripts.
+///
+/// Exit status: 0 if every byte came back unchanged; 1 if any connection
+/// failed (refused, reset, closed early, a byte differed, or silent for
+/// --timeout) or the load could not start; 2 for bad arguments.
+#[derive(Parser, Debug)]
+#[command(name = "echo-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// Messages out and back: echoes/s, MiB/s and round-trip percentiles.
+    ///
+    /// Every connection sends a --size message and waits for its echo (or
+    /// keeps --depth messages in flight), for --warmup and then --duration
+    /// seconds. Only the --duration window is counted.
+    Pingpong(PingpongArgs),
+    /// Full-duplex bulk transfer: MiB/s.
+    ///
+    /// Every connection writes its share of --bytes while reading the echo,
+    /// then half-closes and reads to the server's EOF.
+    Stream(StreamArgs),
+    /// Many connections at once: time to open, one echo each, then hold.
+    ///
+    /// Binds source addresses 127.0.0.1, 127.0.0.2, ... so the count is not
+    /// limited by the ephemeral port range. One process can hold about as
+    /// many connections as its open-file limit (raised to the hard limit).
+    Connections(ConnectionsArgs),
+}
+
+/// Options every mode takes.
+#[derive(Args, Debug)]
+struct Server {
+    /// The echo server, as IP:PORT ([::1]:PORT for IPv6).
+    #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_ADDR,
+          value_parser = parse_addr)]
+    addr: SocketAddr,
+
+    /// How many seconds a connection may take to open, and how long the
+    /// server may leave it without an echo, before it counts as failed.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_positive_secs,
+          allow_negative_numbers = true)]
+    timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+struct PingpongArgs {
+    #[command(flatten)]
+    server: Server,
+
+    /// Connections, all busy at once.
+    #[arg(short, long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    connections: u32,
+
+    /// Bytes per message (K and M suffixes: 1K = 1024).
+    #[arg(short, long, value_name = "BYTES", default_value = "64", value_parser = parse_bytes)]
+    size: u64,
+
+    /// Messages in flight per connection (1: strict ping-pong).
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=pingpong::MAX_DEPTH as i64))]
+    depth: u32,
+
+    /// Seconds to measure, after the warm-up.
+    #[arg(short, long, value_name = "SECS", default_value = "5",
+          value_parser = parse_positive_secs, allow_negative_numbers = true)]
+    duration: Duration,
+
+    /// Seconds of full load before measuring starts.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs,
+          allow_negative_numbers = true)]
+    warmup: Duration,
+
+    /// Poll loops (threads) to spread the connections over.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: u32,
+}
+
+#[derive(Args, Debug)]
+struct StreamArgs {
+    #[command(flatten)]
+    server: Server,
+
+    /// Bytes to send in all, split evenly over the connections; each comes
+    /// back once (K, M and G suffixes: 1K = 1024).
+    #[arg(short, long, value_name = "BYTES", default_value = "1G", value_parser = parse_bytes)]
+    bytes: u64,
+
+    /// Connections sharing the bytes, all transferring at once.
+    #[arg(short, long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    connections: u32,
+
+    /// The longest the whole transfer may take, in seconds; connections
+    /// unfinished by then count as failed.
+    #[arg(long, value_name = "SECS", default_value = "120",
+          value_parser = parse_positive_secs, allow_negative_numbers = true)]
+    max_time: Duration,
+
+    /// Poll loops (threads) to spread the connections over.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: u32,
+}
+
+#[derive(Args, Debug)]
+struct ConnectionsArgs {
+    #[command(flatten)]
+    server: Server,
+
+    /// Connections to open and hold at once.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    count: u32,
+
+    /// Seconds to hold the connections open after the echo.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs,
+          allow_negative_numbers = true)]
+    hold: Duration,
+
+    /// Source addresses 127.0.0.1 to 127.0.0.K to bind, in turn (default:
+    /// the kernel's choice up to 10000 connections, past that one address
+    /// per 10000). For an IPv4 loopback server only.
+    #[arg(long, value_name = "K",
+          value_parser = clap::value_parser!(u32).range(1..=dial::MAX_SOURCES as i64))]
+    sources: Option<u32>,
+
+    /// Bytes in each connection's one message.
+    #[arg(short, long, value_name = "BYTES", default_value = "32", value_parser = parse_bytes)]
+    size: u64,
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| "expected IP:PORT, such as 127.0.0.1:7007 or [::1]:7007".to_string())
+}
+
+/// Zero or more seconds, fractions allowed.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| "expected a number of seconds, 0 or more, such as 5 or 0.5".to_string())
+}
+
+/// More than zero seconds: a zero duration or timeout would end a run
+/// before it measured anything.
+fn parse_positive_secs(s: &str) -> Result<Duration, String> {
+    parse_secs(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| "expected a number of seconds above 0, such as 5 or 0.5".to_string())
+}
+
+/// A positive byte count, with an optional K, M or G suffix (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let scale: u64 = match unit {
+        "" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "m" | "MiB" => 1 << 20,
+        "G" | "g" | "GiB" => 1 << 30,
+        _ => return Err("expected a number of bytes, such as 64, 32K or 1G".into()),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| "expected a number of bytes above 0, such as 64, 32K or 1G".into())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    // Quiet unless asked: RUST_LOG=debug names every failed connection,
+    // RUST_LOG=info marks the phases of a `connections` run.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+
+    match cli.mode {
+        Mode::Pingpong(a) => finish(pingpong::run(&pingpong::Options {
+            addr: a.server.addr,
+            connections: a.connections as usize,
+            size: usize::try_from(a.size).unwrap_or(usize::MAX),
+            depth: a.depth as usize,
+            duration: a.duration,
+            warmup: a.warmup,
+            timeout: a.server.timeout,
+            threads: a.threads as usize,
+        })),
+        Mode::Stream(a) => finish(stream::run(&stream::Options {
+            addr: a.server.addr,
+            bytes: a.bytes,
+            connections: a.connections as usize,
+            timeout: a.server.timeout,
+            max_time: a.max_time,
+            threads: a.threads as usize,
+        })),
+        Mode::Connections(a) => finish(connections::run(&connections::Options {
+            addr: a.server.addr,
+            count: a.count as usize,
+            hold: a.hold,
+            sources: a.sources.unwrap_or(0) as usize,
+            size: usize::try_from(a.size).unwrap_or(usize::MAX),
+            timeout: a.server.timeout,
+        })),
+    }
+}
+
+/// Prints the report and the result line on standard output; if any
+/// connection failed, one `error:` line on standard error and status 1.
+fn finish(result: Result<impl Outcome, LoadError>) -> ExitCode {
+    match result {
+        Ok(report) => {
+            // Not `print!`: it panics if standard output is closed.
+            let mut out = io::stdout().lock();
+            let _ = write!(out, "{report}");
+            let _ = writeln!(out, "{}", report.result_line());
+            let _ = out.flush();
+            let failures = report.failures();
+            if failures.total() == 0 {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(
+                io::stderr().lock(),
+                "error: {}",
+                failures.summary(report.connections())
+            );
+            ExitCode::FAILURE
+        }
+        // Options that parsed but do not fit together: a usage error.
+        Err(LoadError::Config(what)) => {
+            let _ = writeln!(io::stderr().lock(), "error: {what} (see --help)");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            let _ = writeln!(io::stderr().lock(), "error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--help` and `--version` print and exit 0; any other parse error becomes
+/// one `error: ...` line and exit status 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    // Help asked for, or no mode given (clap prints the help, exit 2).
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("error: invalid arguments");
+    let _ = writeln!(io::stderr().lock(), "{first} (see --help)");
+    ExitCode::from(2)
+}

@@ -1,0 +1,479 @@
+//! What a run found: failures by kind, round-trip latencies, and the one
+//! `result` line a script reads.
+//!
+//! Every mode's report prints a human summary (its `Display`) and then one
+//! line of `key=value` pairs, always starting with `result mode=...`. The
+//! keys of each mode are fixed (listed on each mode's report type); values
+//! never contain spaces. Every line ends with `errors=` (the total) and one
+//! count per [`Failure`] kind, so a script can tell a reset from a mismatch.
+//!
+//! Read next: [`super::pingpong`], the mode that uses all of this.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::pattern::Mismatch;
+use crate::error::describe;
+
+/// The kinds of failure a run counts, one per connection that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The server refused the connection.
+    Refused,
+    /// The connection did not open within `--timeout`.
+    ConnectTimeout,
+    /// The server reset the connection (or it broke: `EPIPE`, `ECONNABORTED`).
+    Reset,
+    /// The server closed the connection before echoing everything.
+    EarlyClose,
+    /// An echoed byte differed from the one sent, or the server sent bytes
+    /// nobody sent it.
+    Mismatch,
+    /// The server left the connection without an echo for `--timeout`, or
+    /// the run's deadline passed with the connection unfinished.
+    Timeout,
+    /// Any other error; the details name it.
+    Other,
+}
+
+impl Failure {
+    /// Every kind, in the order the result line lists them.
+    pub const ALL: [Failure; 7] = [
+        Failure::Refused,
+        Failure::ConnectTimeout,
+        Failure::Reset,
+        Failure::EarlyClose,
+        Failure::Mismatch,
+        Failure::Timeout,
+        Failure::Other,
+    ];
+
+    /// The kind's key in the result line.
+    pub fn key(self) -> &'static str {
+        match self {
+            Failure::Refused => "refused",
+            Failure::ConnectTimeout => "connect_timeouts",
+            Failure::Reset => "resets",
+            Failure::EarlyClose => "early_closes",
+            Failure::Mismatch => "mismatches",
+            Failure::Timeout => "timeouts",
+            Failure::Other => "other_errors",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What went wrong with one connection, in enough detail for a person.
+#[derive(Debug)]
+pub enum Fault {
+    /// Opening the connection failed.
+    Connect(io::Error),
+    /// The connection did not open before the connect deadline.
+    ConnectTimeout(Duration),
+    /// A read, write or shutdown failed.
+    Io(io::Error),
+    /// The server sent EOF while bytes were still owed.
+    EarlyClose {
+        /// Bytes echoed before the EOF.
+        received: u64,
+        /// Bytes the server had been sent by then.
+        sent: u64,
+    },
+    /// An echoed byte differed from the one sent.
+    Mismatch(Mismatch),
+    /// The server sent more bytes than it was sent.
+    Extra {
+        /// Bytes echoed when the surplus arrived (all of them correct).
+        received: u64,
+        /// Bytes the server had been sent.
+        sent: u64,
+    },
+    /// No echo for a whole timeout while bytes were owed.
+    Silent {
+        /// How long nothing came.
+        waited: Duration,
+        /// Bytes echoed so far.
+        received: u64,
+        /// Bytes sent so far.
+        sent: u64,
+    },
+    /// The run's deadline passed before the connection finished.
+    Unfinished {
+        /// Bytes echoed so far.
+        received: u64,
+        /// Bytes the connection had to get back.
+        expected: u64,
+    },
+}
+
+impl Fault {
+    /// The kind this fault is counted as.
+    pub fn kind(&self) -> Failure {
+        match self {
+            Fault::Connect(e) => match e.kind() {
+                io::ErrorKind::ConnectionRefused => Failure::Refused,
+                io::ErrorKind::TimedOut => Failure::ConnectTimeout,
+                _ => Failure::Other,
+            },
+            Fault::ConnectTimeout(_) => Failure::ConnectTimeout,
+            Fault::Io(e) => match e.kind() {
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe => Failure::Reset,
+                io::ErrorKind::TimedOut => Failure::Timeout,
+                _ => Failure::Other,
+            },
+            Fault::EarlyClose { .. } => Failure::EarlyClose,
+            Fault::Mismatch(_) | Fault::Extra { .. } => Failure::Mismatch,
+            Fault::Silent { .. } | Fault::Unfinished { .. } => Failure::Timeout,
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Connect(e) => write!(f, "connect: {}", describe(e)),
+            Fault::ConnectTimeout(t) => {
+                write!(f, "connect: no answer within {:.1}s", t.as_secs_f64())
+            }
+            Fault::Io(e) => f.write_str(&describe(e)),
+            Fault::EarlyClose { received, sent } => write!(
+                f,
+                "the server closed the connection after echoing {received} of {sent} bytes"
+            ),
+            Fault::Mismatch(m) => m.fmt(f),
+            Fault::Extra { received, sent } => write!(
+                f,
+                "the server sent more than it was sent: {sent} bytes sent, more than \
+                 {received} came back"
+            ),
+            Fault::Silent {
+                waited,
+                received,
+                sent,
+            } => write!(
+                f,
+                "no echo for {:.1}s ({received} of {sent} bytes back)",
+                waited.as_secs_f64()
+            ),
+            Fault::Unfinished { received, expected } => write!(
+                f,
+                "unfinished at the deadline ({received} of {expected} bytes back)"
+            ),
+        }
+    }
+}
+
+/// How many faults of each detail a report keeps: enough to see a pattern,
+/// few enough that 20,000 failed connections do not flood the terminal.
+const DETAILS: usize = 5;
+
+/// Failed connections, counted by kind, with the first few described.
+#[derive(Debug, Clone, Default)]
+pub struct Failures {
+    counts: [u64; Failure::ALL.len()],
+    details: Vec<String>,
+}
+
+impl Failures {
+    /// Counts connection number `connection`'s fault.
+    pub fn record(&mut self, connection: usize, fault: &Fault) {
+        self.counts[fault.kind().index()] += 1;
+        log::debug!("connection {connection}: {fault}");
+        if self.details.len() < DETAILS {
+            self.details
+                .push(format!("connection {connection}: {fault}"));
+        }
+    }
+
+    /// Every failure of every kind.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The failures of one kind.
+    pub fn count(&self, kind: Failure) -> u64 {
+        self.counts[kind.index()]
+    }
+
+    /// The first few failures, described, in the order they happened.
+    pub fn details(&self) -> &[String] {
+        &self.details
+    }
+
+    /// Adds another loop's failures to these.
+    pub fn merge(&mut self, other: &Failures) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
+            *mine += theirs;
+        }
+        let room = DETAILS.saturating_sub(self.details.len());
+        self.details
+            .extend(other.details.iter().take(room).cloned());
+    }
+
+    /// Adds `errors=` and one count per kind to a result line.
+    pub fn add_to(&self, line: &mut ResultLine) {
+        line.push("errors", self.total());
+        for kind in Failure::ALL {
+            line.push(kind.key(), self.count(kind));
+        }
+    }
+
+    /// A one-line summary for the `error:` line: the total, the kinds, and
+    /// the first failure.
+    pub fn summary(&self, connections: usize) -> String {
+        let kinds: Vec<String> = Failure::ALL
+            .iter()
+            .filter(|k| self.count(**k) > 0)
+            .map(|k| format!("{} {}", self.count(*k), k.key().replace('_', " ")))
+            .collect();
+        let mut text = format!(
+            "{} of {} failed ({})",
+            self.total(),
+            count(connections as u64, "connection"),
+            kinds.join(", ")
+        );
+        if let Some(first) = self.details.first() {
+            text.push_str("; first: ");
+            text.push_str(first);
+        }
+        text
+    }
+}
+
+impl fmt::Display for Failures {
+    /// `  errors     none`, or the counts by kind and the first few details.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.total() == 0 {
+            return writeln!(f, "  errors       none");
+        }
+        let kinds: Vec<String> = Failure::ALL
+            .iter()
+            .filter(|k| self.count(**k) > 0)
+            .map(|k| format!("{}={}", k.key(), self.count(*k)))
+            .collect();
+        writeln!(f, "  errors       {} ({})", self.total(), kinds.join(" "))?;
+        for detail in &self.details {
+            writeln!(f, "    {detail}")?;
+        }
+        let unshown = self.total().saturating_sub(self.details.len() as u64);
+        if unshown > 0 {
+            writeln!(f, "    ... and {unshown} more")?;
+        }
+        Ok(())
+    }
+}
+
+/// Round-trip times, in nanoseconds, without storing each one.
+///
+/// An HDR histogram keeps three significant digits over its whole range in
+/// a fixed table allocated once, so recording never allocates.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    hist: Histogram<u64>,
+}
+
+/// The longest round trip the histogram tells apart (longer ones count as
+/// this): a minute, far beyond any `--timeout` that makes sense.
+const LATENCY_MAX_NS: u64 = 60_000_000_000;
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency::new()
+    }
+}
+
+impl Latency {
+    /// An empty histogram from 1 ns to a minute, three significant digits.
+    pub fn new() -> Latency {
+        Latency {
+            hist: Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3)
+                .expect("constant histogram bounds are valid"),
+        }
+    }
+
+    /// Records one round trip.
+    pub fn record(&mut self, rtt: Duration) {
+        let ns = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
+        self.hist.saturating_record(ns.max(1));
+    }
+
+    /// How many round trips were recorded.
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// The round trip at `quantile` (0.5 for the median), in microseconds;
+    /// 0 when nothing was recorded.
+    pub fn quantile_us(&self, quantile: f64) -> f64 {
+        if self.hist.is_empty() {
+            return 0.0;
+        }
+        self.hist.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    /// The longest round trip, in microseconds.
+    pub fn max_us(&self) -> f64 {
+        self.hist.max() as f64 / 1000.0
+    }
+
+    /// Adds another loop's round trips to these.
+    pub fn merge(&mut self, other: &Latency) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+    }
+}
+
+/// The machine-readable last line of a run: `result key=value ...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultLine {
+    fields: Vec<(&'static str, String)>,
+}
+
+impl ResultLine {
+    /// An empty line; `push` adds pairs in the order they print.
+    pub fn new() -> ResultLine {
+        ResultLine::default()
+    }
+
+    /// Adds `key=value`. Spaces in the value become `_`, so the line always
+    /// splits on spaces.
+    pub fn push(&mut self, key: &'static str, value: impl fmt::Display) {
+        self.fields.push((key, value.to_string().replace(' ', "_")));
+    }
+
+    /// The value of `key`, if the line has it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl fmt::Display for ResultLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("result")?;
+        for (key, value) in &self.fields {
+            write!(f, " {key}={value}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What every mode's report offers the binary: a human summary (`Display`),
+/// the result line, and the failures that decide the exit status.
+pub trait Outcome: fmt::Display {
+    /// The machine-readable line, printed last.
+    fn result_line(&self) -> ResultLine;
+    /// The connections that failed, by kind.
+    fn failures(&self) -> &Failures;
+    /// How many connections the run used (or tried to open).
+    fn connections(&self) -> usize;
+}
+
+/// `n` and the noun, plural unless `n` is 1: "1 connection", "2 connections".
+pub(crate) fn count(n: impl Into<u64>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
+/// `n` bytes per second as MiB/s.
+pub(crate) fn mib_per_sec(bytes: u64, elapsed: Duration) -> f64 {
+    per_sec(bytes, elapsed) / (1024.0 * 1024.0)
+}
+
+/// `n` per second over `elapsed` (0 for an empty interval).
+pub(crate) fn per_sec(n: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The result line is `result` then the pairs, in order, spaces replaced.
+    #[test]
+    fn result_line_is_key_value_pairs() {
+        let mut line = ResultLine::new();
+        line.push("mode", "pingpong");
+        line.push("note", "a b");
+        line.push("n", 3);
+        assert_eq!(line.to_string(), "result mode=pingpong note=a_b n=3");
+        assert_eq!(line.get("n"), Some("3"));
+    }
+
+    /// Every kind has a count on the line, zero or not.
+    #[test]
+    fn failures_list_every_kind() {
+        let mut failures = Failures::default();
+        failures.record(
+            3,
+            &Fault::Io(io::Error::from(io::ErrorKind::ConnectionReset)),
+        );
+        let mut line = ResultLine::new();
+        failures.add_to(&mut line);
+        assert_eq!(
+            line.to_string(),
+            "result errors=1 refused=0 connect_timeouts=0 resets=1 early_closes=0 \
+             mismatches=0 timeouts=0 other_errors=0"
+        );
+        assert_eq!(
+            failures.details(),
+            ["connection 3: connection reset by peer"]
+        );
+    }
+
+    /// Merging adds counts and keeps at most a few details.
+    #[test]
+    fn merge_adds_and_bounds_details() {
+        let mut a = Failures::default();
+        let mut b = Failures::default();
+        for i in 0..4 {
+            a.record(
+                i,
+                &Fault::EarlyClose {
+                    received: 0,
+                    sent: 1,
+                },
+            );
+            b.record(
+                i + 10,
+                &Fault::EarlyClose {
+                    received: 0,
+                    sent: 1,
+                },
+            );
+        }
+        a.merge(&b);
+        assert_eq!(a.count(Failure::EarlyClose), 8);
+        assert_eq!(a.details().len(), DETAILS);
+    }
+
+    /// Percentiles come back in microseconds.
+    #[test]
+    fn latency_reports_microseconds() {
+        let mut l = Latency::new();
+        for us in 1..=100 {
+            l.record(Duration::from_micros(us));
+        }
+        assert_eq!(l.count(), 100);
+        let p50 = l.quantile_us(0.5);
+        assert!((49.0..=51.0).contains(&p50), "{p50}");
+        assert!((99.0..=101.0).contains(&l.max_us()));
+    }
+}
