@@ -61,6 +61,28 @@ impl std::error::Error for StartError {
     }
 }
 
+/// What the binaries do with a command line clap rejects: `--help` and
+/// `--version` print and exit 0 (and a missing subcommand prints the help),
+/// anything else becomes one `error: ... (see --help)` line on standard
+/// error and exit status 2, instead of clap's several lines of usage.
+pub fn usage_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    use std::io::Write;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("error: invalid arguments");
+    // A closed standard error leaves nothing better to do than exit.
+    let _ = writeln!(std::io::stderr().lock(), "{first} (see --help)");
+    std::process::ExitCode::from(2)
+}
+
 /// The kernel's words for an I/O error, in lower case and without the
 /// `(os error N)` suffix, so they read well inside a sentence.
 pub fn describe(e: &io::Error) -> String {

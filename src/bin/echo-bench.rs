@@ -200,7 +200,7 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => return mio_echo::error::usage_error(e),
     };
     // Quiet unless asked: RUST_LOG=debug names every failed connection,
     // RUST_LOG=info marks the phases of a `connections` run.
@@ -267,23 +267,4 @@ fn finish(result: Result<impl Outcome, LoadError>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `--help` and `--version` print and exit 0; any other parse error becomes
-/// one `error: ...` line and exit status 2.
-fn usage_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    // Help asked for, or no mode given (clap prints the help, exit 2).
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        e.exit();
-    }
-    let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("error: invalid arguments");
-    let _ = writeln!(io::stderr().lock(), "{first} (see --help)");
-    ExitCode::from(2)
 }

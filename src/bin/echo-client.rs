@@ -64,7 +64,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(e) => return usage_error(e),
+        Err(e) => return mio_echo::error::usage_error(e),
     };
     // Quiet unless asked: RUST_LOG=debug shows each address tried.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -111,17 +111,4 @@ fn run(args: &Args, opts: &Options) -> Result<u64, ClientError> {
         let text = messages.concat();
         client::echo(&mut stream, peer, &mut text.as_bytes(), &mut stdout, opts)
     }
-}
-
-/// `--help` and `--version` print and exit 0; any other parse error becomes
-/// one `error: ...` line and exit status 2.
-fn usage_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        e.exit();
-    }
-    let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("error: invalid arguments");
-    let _ = writeln!(io::stderr().lock(), "{first} (see --help)");
-    ExitCode::from(2)
 }

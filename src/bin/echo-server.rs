@@ -120,7 +120,7 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(e) => return usage_error(e),
+        Err(e) => return mio_echo::error::usage_error(e),
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
@@ -186,17 +186,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `--help` and `--version` print and exit 0; any other parse error becomes
-/// one `error: ...` line and exit status 2.
-fn usage_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        e.exit();
-    }
-    let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("error: invalid arguments");
-    eprintln!("{first} (see --help)");
-    ExitCode::from(2)
 }
