@@ -255,6 +255,38 @@ impl Gate {
 /// Runs `work(t, gate)` for each thread `t` in `0..threads` and collects the
 /// results in thread order. With one thread it runs here, on the calling
 /// thread, and the process stays single-threaded.
+/// One loop's part of a run: it says how its connections opened.
+trait LoopPart: Send {
+    /// Takes the loop's dial counts out of it.
+    fn take_opened(&mut self) -> Opened;
+}
+
+/// The start every connection-spreading mode shares: chooses the source
+/// addresses (many connections to one server open slowly from one source,
+/// see `dial`), runs `part` on `threads` loops, each over its share of
+/// `connections`, and returns the parts with the time the slowest took to
+/// open its connections. A connection that did not open fails the run.
+fn run_loops<P: LoopPart>(
+    addr: SocketAddr,
+    connections: usize,
+    threads: usize,
+    part: impl Fn(&[IpAddr], Range<usize>, &Gate) -> Result<P, LoadError> + Sync,
+) -> Result<(Vec<P>, Duration), LoadError> {
+    let sources = dial::sources_for(addr, connections, 0)?;
+    let parts = on_threads(threads, |t, gate| {
+        part(&sources, share(connections, threads, t), gate)
+    })?;
+    let mut opened = Opened::default();
+    let mut ok = Vec::with_capacity(parts.len());
+    for part in parts {
+        let mut part = part?;
+        opened.add(part.take_opened());
+        ok.push(part);
+    }
+    let opened = opened.check(addr, connections)?;
+    Ok((ok, opened.elapsed))
+}
+
 fn on_threads<R: Send>(
     threads: usize,
     work: impl Fn(usize, &Gate) -> R + Sync,

@@ -37,11 +37,10 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::TcpStream;
 
-use super::dial;
 use super::pattern::Pattern;
 use super::report::{self, Failures, Fault, Latency, Outcome, ResultLine};
 use super::{
-    ensure_descriptors, on_threads, open_share, positive, share, wait, Gate, LoadError, Opened,
+    ensure_descriptors, open_share, positive, run_loops, wait, Gate, LoadError, LoopPart, Opened,
     DEFAULT_TIMEOUT, IO_CHUNK, TICK,
 };
 
@@ -243,35 +242,22 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
     ensure_descriptors(options.connections)?;
     let mut options = options.clone();
     options.threads = options.threads.min(options.connections);
-    let threads = options.threads;
-
-    // Many connections to one server open slowly from one source address
-    // (see `dial`): past PER_SOURCE of them, spread over several.
-    let sources = dial::sources_for(options.addr, options.connections, 0)?;
-    let parts = on_threads(threads, |t, gate| {
-        let range = share(options.connections, threads, t);
-        Part::run(&options, &sources, range, gate)
-    })?;
-
-    let mut opened = Opened::default();
+    let (parts, connect_time) = run_loops(
+        options.addr,
+        options.connections,
+        options.threads,
+        |sources, range, gate| Part::run(&options, sources, range, gate),
+    )?;
     let mut report = Report {
         options: options.clone(),
-        connect_time: Duration::ZERO,
+        connect_time,
         measured: Duration::ZERO,
         echoes: 0,
         latency: Latency::new(),
         verified: 0,
         failures: Failures::default(),
     };
-    let mut parts_ok = Vec::with_capacity(parts.len());
-    for part in parts {
-        let mut part = part?;
-        opened.add(std::mem::take(&mut part.opened));
-        parts_ok.push(part);
-    }
-    let opened = opened.check(options.addr, options.connections)?;
-    report.connect_time = opened.elapsed;
-    for part in &parts_ok {
+    for part in &parts {
         report.measured = report.measured.max(part.measured);
         report.echoes += part.echoes;
         report.latency.merge(&part.latency);
@@ -279,6 +265,12 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
         report.failures.merge(&part.failures);
     }
     Ok(report)
+}
+
+impl LoopPart for Part {
+    fn take_opened(&mut self) -> Opened {
+        std::mem::take(&mut self.opened)
+    }
 }
 
 /// One loop's share of the run, and what it counted.
