@@ -706,6 +706,15 @@ impl Server {
         for key in self.closed.drain(..) {
             self.conns.remove(key);
         }
+        if let Some(idle) = self.idle.as_mut() {
+            // Closed connections leave their idle entries behind; sweep them
+            // once they outnumber the live ones, so churn cannot grow the
+            // queue without bound.
+            if idle.len() > 2 * self.conns.len() + 1024 {
+                let conns = &self.conns;
+                idle.retain(|key, id| conns.get(key).is_some_and(|c| c.id() == id));
+            }
+        }
         if self.accept_paused_until.is_some() {
             self.resume_accepting();
         }

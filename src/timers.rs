@@ -76,7 +76,17 @@ impl IdleTimers {
         expired
     }
 
-    /// How many entries are queued (one per live connection, at most).
+    /// Drops the entries of connections that are gone, keeping those for
+    /// which `live(key, id)` holds. Entries of closed connections otherwise
+    /// wait until their deadline: with many short connections and a long
+    /// timeout they would pile up, so the loop sweeps them out once they
+    /// outnumber the live ones (an O(n) pass every n closes: O(1) each).
+    pub fn retain(&mut self, mut live: impl FnMut(usize, u32) -> bool) {
+        self.queue.retain(|Reverse((_, key, id))| live(*key, *id));
+    }
+
+    /// How many entries are queued: one per live connection, plus those of
+    /// closed connections not yet swept.
     pub fn len(&self) -> usize {
         self.queue.len()
     }
@@ -150,6 +160,21 @@ mod tests {
         timers.start(3, 7, start);
         assert!(timers.expired(start + T, |_, _| None).is_empty());
         assert!(timers.is_empty());
+    }
+
+    /// Sweeping keeps the live connections' entries and drops the rest.
+    #[test]
+    fn retain_sweeps_closed_connections() {
+        let start = Instant::now();
+        let mut timers = IdleTimers::new(T);
+        for key in 0..10 {
+            timers.start(key, key as u32, start);
+        }
+        timers.retain(|key, _| key % 2 == 0);
+        assert_eq!(timers.len(), 5);
+        let due = timers.expired(start + T, |_, _| Some(T));
+        assert_eq!(due.len(), 5);
+        assert!(due.iter().all(|key| key % 2 == 0));
     }
 
     /// A second warning within the interval is held back.
