@@ -1,23 +1,33 @@
 //! One client connection: its state machine and its read-echo-write cycle.
 //!
-//! A connection is in one of three states, named after what is true of the
+//! A connection is in one of five states, named after what is true of the
 //! socket:
 //!
 //! ```text
-//!            read 0 bytes (peer's FIN)
-//!            or the server is stopping
-//!   Open ─────────────────────────────► Draining
-//!     │                                    │ everything owed is written:
-//!     │ reset, broken pipe,                │ shutdown(Write) sends our FIN
-//!     │ any other error                    ▼
-//!     └──────────────────────────────►  Closed ◄── idle or shutdown timeout
+//!          read 0 bytes (peer's FIN)
+//!   Open ───────────────────────────► Draining ──── nothing owed: send our
+//!     │ \                                              FIN ────────────┐
+//!     │  \ the server is stopping                                      │
+//!     │   └─────────────────────────► Stopping ──── nothing owed: send  │
+//!     │                                             our FIN             │
+//!     │ reset, broken pipe,                            │                │
+//!     │ any other error                                ▼                │
+//!     │                                            Lingering ── peer's  │
+//!     │                                                │        FIN ──┐ │
+//!     ▼                                                ▼              ▼ ▼
+//!   Closed ◄────────────── idle or shutdown timeout, errors ───────  Closed
 //! ```
 //!
 //! * `Open`: the peer may still send. We read, echo, and queue what the
 //!   kernel would not take.
-//! * `Draining`: we will read no more (the peer sent FIN, or the server is
-//!   stopping), but we still owe bytes. We write them out, then send our own
-//!   FIN.
+//! * `Draining`: the peer sent FIN and will send no more, but we still owe
+//!   bytes. We write them out, then send our own FIN and close.
+//! * `Stopping`: the server is shutting down. We echo nothing new, write out
+//!   what we owe, then send our FIN.
+//! * `Lingering`: our FIN is sent but the peer may still be sending. We read
+//!   and discard until its FIN, because closing a socket with unread bytes
+//!   makes the kernel send a reset, and a reset destroys echoed bytes still
+//!   on their way to the peer.
 //! * `Closed`: nothing more will happen. The server removes the connection
 //!   from its table at the end of the current turn of the loop.
 //!
@@ -41,8 +51,13 @@ pub use crate::timers::Tick;
 pub enum State {
     /// The peer may still send: read, echo, queue what the kernel refuses.
     Open,
-    /// No more reading; write out what is owed, then send FIN.
+    /// The peer sent FIN: write out what is owed, then send ours.
     Draining,
+    /// The server is stopping: no new echoes; write out what is owed, then
+    /// send FIN.
+    Stopping,
+    /// Our FIN is sent: discard what the peer still sends until its FIN.
+    Lingering,
     /// Done; waiting for the server to drop it at the end of the turn.
     Closed,
 }
@@ -52,6 +67,8 @@ impl fmt::Display for State {
         f.write_str(match self {
             State::Open => "Open",
             State::Draining => "Draining",
+            State::Stopping => "Stopping",
+            State::Lingering => "Lingering",
             State::Closed => "Closed",
         })
     }
@@ -75,6 +92,9 @@ pub enum Next {
 pub enum Reason {
     /// The peer half-closed and got every byte back, then our FIN.
     Finished,
+    /// The server stopped: the peer got every byte owed, then our FIN, and
+    /// then closed.
+    Stopped,
     /// A socket call failed (reset, broken pipe, ...).
     Error(io::Error),
     /// No traffic either way for the idle timeout.
@@ -87,6 +107,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Finished => f.write_str("peer closed, all bytes echoed"),
+            Reason::Stopped => f.write_str("server stopping, all owed bytes sent"),
             Reason::Error(e) => write!(f, "{}", crate::error::describe(e)),
             Reason::Idle => f.write_str("idle timeout"),
             Reason::Shutdown => f.write_str("shutdown timeout"),
@@ -147,6 +168,12 @@ pub struct Limits {
 pub trait Stream: Read + Write {
     /// Sends FIN: the peer reads EOF after every byte already written.
     fn shutdown_write(&self) -> io::Result<()>;
+
+    /// Bytes written but not yet acknowledged by the peer (still in the
+    /// kernel's send queue). Once zero, nothing of ours can be lost.
+    fn unacknowledged(&self) -> io::Result<usize> {
+        Ok(0)
+    }
 }
 
 /// A client's socket as the server drives it: mio's `TcpStream` (already
@@ -197,6 +224,18 @@ impl Write for Tcp {
 impl Stream for Tcp {
     fn shutdown_write(&self) -> io::Result<()> {
         self.0.shutdown(Shutdown::Write)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn unacknowledged(&self) -> io::Result<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through a valid pointer.
+        let ret = unsafe { libc::ioctl(self.0.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(queued.max(0) as usize)
+        }
     }
 }
 
@@ -298,7 +337,7 @@ impl<S: Stream> Connection<S> {
     /// a connection that owes nothing closes at once.
     pub fn stop(&mut self, buf: &mut [u8], now: Tick, limits: &Limits) -> Next {
         if self.state == State::Open {
-            self.set_state(State::Draining);
+            self.set_state(State::Stopping);
         }
         self.drive(buf, Wake::flush(now), limits)
     }
@@ -444,16 +483,62 @@ impl<S: Stream> Connection<S> {
             );
         }
 
-        // 3. The peer is done sending and has everything back: send our FIN.
-        if self.state == State::Draining && !self.wants_write() {
+        // 3. Nothing more is owed: send our FIN. A peer that sent its own
+        //    FIN is done; one that may still be sending (the server is
+        //    stopping) is read to its FIN first.
+        if !self.wants_write() && matches!(self.state, State::Draining | State::Stopping) {
             if let Err(e) = self.stream.shutdown_write() {
                 // The peer may already be gone; there is nothing left to say.
                 log::trace!("{}: shutdown(Write) failed: {}", self.peer, e);
             }
-            self.set_state(State::Closed);
-            return Next::Close(Reason::Finished);
+            if self.state == State::Draining {
+                self.set_state(State::Closed);
+                return Next::Close(Reason::Finished);
+            }
+            self.set_state(State::Lingering);
+        }
+        if self.state == State::Lingering {
+            return self.linger(buf, limits);
         }
         Next::Wait
+    }
+
+    /// Reads and discards what the peer still sends after our FIN, until its
+    /// own FIN, or until every byte we sent has been acknowledged.
+    ///
+    /// A socket closed with unread bytes, or one that receives bytes after
+    /// it is closed, makes the kernel send a reset, and a reset throws away
+    /// whatever of ours is still in the send queue: echoed bytes the peer
+    /// would never see. Once the peer has acknowledged everything, a reset
+    /// can cost it nothing, so an idle peer does not hold up the stop.
+    fn linger(&mut self, buf: &mut [u8], limits: &Limits) -> Next {
+        let mut discarded = 0;
+        loop {
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    self.set_state(State::Closed);
+                    return Next::Close(Reason::Stopped);
+                }
+                Ok(n) => {
+                    discarded += n;
+                    if discarded >= limits.budget {
+                        return Next::Again;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.abort(Reason::Error(e)),
+            }
+        }
+        match self.stream.unacknowledged() {
+            Ok(0) if discarded == 0 => {
+                self.set_state(State::Closed);
+                Next::Close(Reason::Stopped)
+            }
+            // Still in flight, or the peer is still sending: wait for its
+            // FIN (or the shutdown deadline).
+            _ => Next::Wait,
+        }
     }
 
     /// Sends `bytes` straight back, queueing whatever the kernel does not take.
@@ -804,21 +889,40 @@ mod tests {
             assert_eq!(c.stream.output, data);
         }
 
-        /// Stopping the server stops reading but still flushes what is owed.
+        /// Stopping the server echoes nothing new but still flushes what is
+        /// owed, then sends FIN and lingers.
         #[test]
-        fn stop_flushes_then_closes() {
+        fn stop_flushes_then_lingers() {
             let mut c = conn(&[3u8; 30], 10);
             drive(&mut c, READABLE);
             let mut buf = [0u8; 16];
             assert!(matches!(c.stop(&mut buf, 0, &LIMITS), Next::Wait));
-            assert_eq!(c.state(), State::Draining);
+            assert_eq!(c.state(), State::Stopping);
             c.stream.input.extend([4u8; 10]);
             c.stream.room = 1000;
+            assert!(matches!(drive(&mut c, READABLE), Next::Wait));
+            assert_eq!(c.state(), State::Lingering);
+            // The late bytes were read and dropped, not echoed.
+            assert_eq!(c.stream.output, vec![3u8; 30]);
+            assert!(c.stream.input.is_empty());
+        }
+
+        /// A lingering connection closes at the peer's FIN, not before: a
+        /// close with unread bytes would reset the peer.
+        #[test]
+        fn lingering_closes_at_the_peers_fin() {
+            let mut c = conn(b"", 1000);
+            let mut buf = [0u8; 16];
+            c.stream.input.extend([9u8; 40]);
+            c.stop(&mut buf, 0, &LIMITS);
+            assert_eq!(c.state(), State::Lingering);
+            assert!(c.stream.input.is_empty());
+            c.stream.eof = true;
             assert!(matches!(
                 drive(&mut c, READABLE),
-                Next::Close(Reason::Finished)
+                Next::Close(Reason::Stopped)
             ));
-            assert_eq!(c.stream.output, vec![3u8; 30]);
+            assert!(c.stream.output.is_empty());
         }
     }
 }

@@ -85,6 +85,16 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// poll, the waker, the signal pipe, and some slack for the process.
 const RESERVED_FDS: u64 = 32;
 
+/// What a connection is registered for. On Linux also urgent data
+/// (EPOLLPRI): a read stops short at the urgent mark with more bytes behind
+/// it, so a short read proves nothing then, and the event must say so.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const CONNECTION_INTEREST: Interest = Interest::READABLE
+    .add(Interest::WRITABLE)
+    .add(Interest::PRIORITY);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const CONNECTION_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
+
 /// A [`Handle`] has a request (stop, or log stats).
 const WAKER: Token = Token(usize::MAX);
 /// SIGINT, SIGTERM or SIGUSR1 arrived (through signal-hook's self-pipe).
@@ -124,6 +134,8 @@ pub struct Server {
     started: Instant,
     /// The next connection's serial number.
     next_id: u32,
+    /// Replies per UDP source per second (see [`udp::SourceLimit`]).
+    udp_limit: udp::SourceLimit,
     /// Set while `accept` is failing for want of resources.
     accept_paused_until: Option<Instant>,
     accept_warning: RateLimit,
@@ -224,6 +236,11 @@ impl Server {
             return Err(StartError::Config("--max-buffer must be at least 1".into()));
         }
         let day = Duration::from_secs(86_400);
+        if config.shutdown_timeout > 24 * day {
+            return Err(StartError::Config(
+                "--shutdown-timeout must be at most 2073600 seconds (24 days)".into(),
+            ));
+        }
         for (name, value) in [
             ("--idle-timeout", config.idle_timeout),
             ("--stats-interval", config.stats_interval),
@@ -240,8 +257,10 @@ impl Server {
         // The connection limit is for the whole process: each loop of a
         // group takes its share.
         let threads = config.threads.max(1);
+        // Each loop holds its own copy of every socket, a poll and a waker.
+        let per_loop_fds = socket_count as u64 + 2;
         let fd_budget =
-            fd_limit.saturating_sub(RESERVED_FDS + socket_count as u64) / threads as u64;
+            fd_limit.saturating_sub(RESERVED_FDS + threads as u64 * per_loop_fds) / threads as u64;
         let max_connections = (config.max_connections.div_ceil(threads) as u64)
             .min(fd_budget)
             .min(FIRST_RESERVED as u64) as usize;
@@ -321,6 +340,7 @@ impl Server {
             next_stats: None,
             started: Instant::now(),
             next_id: 0,
+            udp_limit: udp::SourceLimit::default(),
             accept_paused_until: None,
             accept_warning: RateLimit::new(WARN_EVERY),
             limit_warning: RateLimit::new(WARN_EVERY),
@@ -591,8 +611,9 @@ impl Server {
             },
             if event.is_error() { " error" } else { "" },
         );
-        // An error or hang-up is a reason to read: the read reports it.
-        let closed_hint = event.is_read_closed() || event.is_error();
+        // An error or hang-up is a reason to read: the read reports it. With
+        // either, or urgent data, a short read does not prove the queue empty.
+        let closed_hint = event.is_read_closed() || event.is_error() || event.is_priority();
         let wake = Wake {
             readable: event.is_readable() || closed_hint,
             short_read_is_empty: !closed_hint,
@@ -608,7 +629,16 @@ impl Server {
         match self.sockets.get(i).map(|l| &l.socket) {
             Some(Socket::Tcp(_)) => self.accept(i),
             Some(Socket::Udp(socket)) => {
-                let budget_spent = udp::echo_pass(socket, dgram, &mut self.summary.udp);
+                let local = self.sockets[i].addr;
+                let now_secs = self.started.elapsed().as_secs();
+                let budget_spent = udp::echo_pass(
+                    socket,
+                    local,
+                    &mut self.udp_limit,
+                    now_secs,
+                    dgram,
+                    &mut self.summary.udp,
+                );
                 if budget_spent {
                     self.ready.push(token);
                 }
@@ -807,6 +837,11 @@ impl Server {
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("{peer}: TCP_NODELAY: {}", describe(&e));
         }
+        // TCP urgent data stays in the stream (SO_OOBINLINE), so it is echoed
+        // like any other byte instead of being set aside where no read sees it.
+        if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
+            log::debug!("{peer}: SO_OOBINLINE: {}", describe(&e));
+        }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let now = Instant::now();
@@ -816,11 +851,11 @@ impl Server {
         // Registered once for both directions, never again: the hot path
         // makes no `epoll_ctl` call. Readiness we do not need right now is
         // just a hint we ignore.
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), CONNECTION_INTEREST)
+        {
             log::debug!("{peer}: cannot register: {}", describe(&e));
             return;
         }
@@ -860,9 +895,11 @@ impl Server {
             self.seen.1 = stats;
             self.log_stats();
         }
+        // Two requests can arrive before the loop wakes once: act on each.
         let stops = self.requests.stops.load(Ordering::SeqCst);
-        if stops != self.seen.0 {
-            self.seen.0 = stops;
+        let new = stops.wrapping_sub(self.seen.0).min(2);
+        self.seen.0 = stops;
+        for _ in 0..new {
             self.stop_requested("stop requested", buf);
         }
     }
@@ -912,6 +949,9 @@ impl Server {
         self.deadline = Some(Instant::now() + self.shutdown_timeout);
         self.accept_paused_until = None;
         // Dropping a listener closes it: new clients are refused from now on.
+        // (A socket-activated listener is our copy of the service manager's
+        // socket, which stays open: clients may still complete a handshake
+        // there, and are refused when the process exits.)
         for mut l in self.sockets.drain(..) {
             let _ = match &mut l.socket {
                 Socket::Tcp(s) => self.poll.registry().deregister(s),
@@ -955,8 +995,13 @@ impl Server {
     /// The totals so far, live connections included.
     pub fn snapshot(&self) -> Summary {
         let mut now = self.summary.clone();
-        now.active = self.conns.len() as u64;
-        for (_, c) in &self.conns {
+        // Connections closed this turn are in the totals already.
+        let live = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.state() != State::Closed);
+        now.active = live.clone().count() as u64;
+        for (_, c) in live {
             now.bytes += c.bytes_out();
             now.bytes_in += c.bytes_in();
         }
@@ -1020,12 +1065,26 @@ fn listener(socket: Socket, asked: SocketAddr, inherited: bool) -> Result<Listen
 
 /// Accept errors that concern one would-be connection, not the listener.
 fn is_per_connection(e: &io::Error) -> bool {
+    // accept(2) on Linux: these network errors of the new socket "should be
+    // treated like EAGAIN by retrying".
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::PermissionDenied
-    ) || matches!(e.raw_os_error(), Some(libc::EPROTO))
+    ) || matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EPROTO
+                | libc::ENETDOWN
+                | libc::ENONET
+                | libc::EHOSTDOWN
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ENOPROTOOPT
+                | libc::EOPNOTSUPP
+        )
+    )
 }
 
 /// A server running on its own thread; see [`Server::spawn`].

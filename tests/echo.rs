@@ -568,3 +568,77 @@ fn stop_with_no_connections_is_prompt_and_counts_nothing() {
     );
     assert_eq!(summary.accept_errors, 0);
 }
+
+/// Stopping while a client is still sending: the server echoes nothing new,
+/// sends every byte it owes, then FIN, and reads what the client still sends
+/// until the client closes, so no reset destroys echoed bytes in flight. The
+/// client reads every echoed byte (each one right), then a clean EOF.
+#[test]
+fn stop_while_the_client_still_sends_ends_in_eof_not_a_reset() {
+    let server = server_with(Config {
+        shutdown_timeout: Duration::from_secs(30),
+        ..Config::loopback()
+    });
+    let client = connect(server.addr());
+    let data = common::random_bytes(11, 32 << 20);
+    let mut writer = client.try_clone().unwrap();
+    let sent = data.clone();
+    // Writes until the server stops reading and the kernel buffers are full,
+    // then, after the stop, until the server's FIN has turned its writes
+    // into a broken pipe or all 32 MiB are gone; then closes its side.
+    let feeder = thread::spawn(move || {
+        let mut written = 0;
+        for chunk in sent.chunks(64 * 1024) {
+            if writer.write_all(chunk).is_err() {
+                break;
+            }
+            written += chunk.len();
+        }
+        let _ = writer.shutdown(Shutdown::Write);
+        written
+    });
+    // Wait until the server is pushing back: it owes bytes and has stopped
+    // reading (the kernel table shows bytes queued toward it).
+    let (server_side, client_side) = (server.addr(), client.local_addr().unwrap());
+    // Pushed back: bytes wait unread at the server, and more wait unsent here.
+    common::wait_until("the server to stop reading (pushed back)", || {
+        let at_server = common::kernel_socket(server_side, client_side).is_some_and(|s| s.rx > 0);
+        let here =
+            common::kernel_socket(client_side, server_side).is_some_and(|s| s.tx > 64 * 1024);
+        at_server && here
+    });
+    let stopper = thread::spawn(move || server.stop());
+    let mut back = Vec::new();
+    let mut reader = client;
+    let result = reader.read_to_end(&mut back);
+    assert!(
+        result.is_ok(),
+        "the client got {result:?} after {} echoed bytes: a reset",
+        back.len()
+    );
+    assert!(!back.is_empty(), "nothing came back before the stop");
+    common::assert_same_bytes(
+        &data[..back.len()],
+        &back,
+        "the bytes echoed before the stop",
+    );
+    feeder.join().unwrap();
+    drop(reader);
+    let summary = stopper.join().unwrap().unwrap();
+    assert_eq!(summary.bytes, back.len() as u64, "{summary:?}");
+}
+
+/// TCP urgent data is echoed in place, and the bytes behind it too: a read
+/// stops short at the urgent mark, so a short read must not end the pass.
+#[test]
+fn urgent_data_is_echoed_with_the_bytes_behind_it() {
+    let server = server();
+    let client = connect(server.addr());
+    let socket = socket2::SockRef::from(&client);
+    socket.send(b"ab").unwrap();
+    socket.send_out_of_band(b"X").unwrap();
+    socket.send(b"def").unwrap();
+    let mut back = [0u8; 6];
+    (&client).read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"abXdef");
+}
