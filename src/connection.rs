@@ -511,6 +511,7 @@ impl<S: Stream> Connection<S> {
     /// whatever of ours is still in the send queue: echoed bytes the peer
     /// would never see. Once the peer has acknowledged everything, a reset
     /// can cost it nothing, so an idle peer does not hold up the stop.
+    #[cold]
     fn linger(&mut self, buf: &mut [u8], limits: &Limits) -> Next {
         let mut discarded = 0;
         loop {
