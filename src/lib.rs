@@ -54,21 +54,24 @@
 //!                              │
 //!                              ▼
 //!          ┌──────────────── Open ◄──── read, echo, queue what the kernel
-//!          │                   │        refuses; stop reading at
-//!          │                   │        --max-buffer, resume when it drains
-//!          │ reset, EPIPE,     │ read 0 bytes (the peer's FIN),
-//!          │ idle timeout      │ or the server is stopping
-//!          │                   ▼
-//!          │               Draining ◄── write what is owed; read no more
-//!          │                   │
-//!          │                   │ nothing owed: shutdown(Write) sends our FIN
-//!          ▼                   ▼
-//!        Closed ◄──────────────┘        removed from the slab at the end
+//!          │                 │    │     refuses; stop reading at
+//!          │ reset, EPIPE,   │    │     --max-buffer, resume when it drains
+//!          │ idle timeout    │    │ the server is stopping
+//!          │  read 0 bytes   │    ▼
+//!          │  (peer's FIN)   │  Stopping ── write what is owed, echo nothing
+//!          │                 ▼    │         new; then send our FIN
+//!          │            Draining  ▼
+//!          │  write what  │   Lingering ── read and discard until the
+//!          │  is owed,    │       │        peer's FIN (a close with unread
+//!          │  then FIN    │       │        bytes would reset it)
+//!          ▼              ▼       ▼
+//!        Closed ◄─────────┴───────┘     removed from the slab at the end
 //!                                       of the turn; dropping it closes it
 //! ```
 //!
 //! Every transition goes through [`connection::Connection::set_state`],
-//! which logs `from => to` at trace level. Accepting is
+//! which logs `from => to` at trace level. [`connection::State`] says what
+//! each state means. Accepting is
 //! [`server`]'s `accept` and `admit`; `Open` and `Draining` are driven by
 //! [`connection::Connection::on_event`] and
 //! [`connection::Connection::drive`]; `Closed` connections are swept by the
