@@ -154,7 +154,7 @@
 //! tasks on `WouldBlock`, and keeps its own ready queue and timer wheel.
 //! What it costs, measured on this machine (BENCHMARKS.md, 100 connections
 //! x 64 B ping-pong): about 1,390 user-space instructions per echo against
-//! 119 here and 64 for raw epoll, and about 9 KiB of resident memory per
+//! 116 here and 64 for raw epoll, and about 9 KiB of resident memory per
 //! idle connection (each task's copy buffer) against 96 bytes here. The
 //! throughput is the same for all three: the kernel's TCP path is the
 //! ceiling. The difference is how much CPU and memory the server adds on
