@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::thread;
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_same_bytes, connect, connect_small_window, difference, echo_ok, exchange,
-    exchange_reading, random_bytes, random_chunks, server, server_with, wait_until,
+    exchange_reading, random_bytes, random_chunks, server, server_with, tcp_socket, wait_until,
+    ESTABLISHED,
 };
 use mio_echo::Config;
 use rand::rngs::StdRng;
@@ -374,50 +375,6 @@ fn a_client_that_pauses_reading_until_pushed_back_gets_every_byte() {
     assert_same_bytes(&data, &echo, format_args!("seed {SEED:#x}"));
 }
 
-/// One TCP socket as the kernel reports it in /proc/net/tcp.
-#[derive(Debug, Clone, Copy)]
-struct Socket {
-    /// The TCP state, as the kernel numbers it (`ESTABLISHED`, ...).
-    state: u8,
-    /// Bytes written by the socket's owner and not yet acknowledged.
-    tx: usize,
-    /// Bytes received and not yet read by the socket's owner.
-    rx: usize,
-}
-
-const ESTABLISHED: u8 = 0x01;
-const LISTEN: u8 = 0x0A;
-
-/// The connected socket `local` -> `remote` (IPv4), or the listener on
-/// `local` if `remote` is `None`, from the kernel's table. Linux only: it is
-/// how a test sees the server's side of a connection without asking it.
-fn tcp_socket(local: SocketAddr, remote: Option<SocketAddr>) -> Option<Socket> {
-    fn addr(field: &str) -> Option<SocketAddr> {
-        let (ip, port) = field.split_once(':')?;
-        let ip = u32::from_str_radix(ip, 16).ok()?;
-        let port = u16::from_str_radix(port, 16).ok()?;
-        // The address is printed as the native-endian reading of its
-        // network-order bytes.
-        Some(SocketAddrV4::new(Ipv4Addr::from(ip.to_ne_bytes()), port).into())
-    }
-    let table = std::fs::read_to_string("/proc/self/net/tcp").expect("read /proc/self/net/tcp");
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (l, r) = (addr(f.get(1)?)?, addr(f.get(2)?)?);
-        let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
-        let (tx, rx) = f.get(4)?.split_once(':')?;
-        let wanted = match remote {
-            Some(remote) => l == local && r == remote && state != LISTEN,
-            None => l == local && state == LISTEN,
-        };
-        wanted.then_some(Socket {
-            state,
-            tx: usize::from_str_radix(tx, 16).ok()?,
-            rx: usize::from_str_radix(rx, 16).ok()?,
-        })
-    })
-}
-
 /// A server that reads everything a client sends (its buffer is larger
 /// than any payload here) and never gives up on a drain in a test's time.
 fn roomy_server() -> mio_echo::Running {
@@ -431,7 +388,7 @@ fn roomy_server() -> mio_echo::Running {
 /// Waits until the server has read every byte the client `me` sent it:
 /// nothing left in the client's send queue or in the server's receive
 /// queue. Returns the server's side of the connection at that moment.
-fn wait_until_all_read(me: SocketAddr, server: SocketAddr) -> Socket {
+fn wait_until_all_read(me: SocketAddr, server: SocketAddr) -> common::KernelSocket {
     let mut theirs = None;
     wait_until("the server reads every byte sent", || {
         let ours = tcp_socket(me, Some(server)).expect("our socket");

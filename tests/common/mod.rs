@@ -652,10 +652,20 @@ pub struct KernelSocket {
     pub rx: usize,
 }
 
+/// The TCP state `ESTABLISHED`, as /proc/net/tcp numbers it.
+pub const ESTABLISHED: u8 = 0x01;
+/// The TCP state `LISTEN`, as /proc/net/tcp numbers it.
+pub const LISTEN: u8 = 0x0A;
+
 /// The connected IPv4 socket `local` -> `remote` from the kernel's table:
 /// how a test sees the server's side of a connection, in this process or
 /// another, without asking the server.
 pub fn kernel_socket(local: SocketAddr, remote: SocketAddr) -> Option<KernelSocket> {
+    tcp_socket(local, Some(remote))
+}
+
+/// Like [`kernel_socket`], or the listener on `local` if `remote` is `None`.
+pub fn tcp_socket(local: SocketAddr, remote: Option<SocketAddr>) -> Option<KernelSocket> {
     fn addr(field: &str) -> Option<SocketAddr> {
         let (ip, port) = field.split_once(':')?;
         let ip = u32::from_str_radix(ip, 16).ok()?;
@@ -664,14 +674,17 @@ pub fn kernel_socket(local: SocketAddr, remote: SocketAddr) -> Option<KernelSock
         // network-order bytes.
         Some(SocketAddr::from((ip.to_ne_bytes(), port)))
     }
-    const LISTEN: u8 = 0x0A;
     let table = std::fs::read_to_string("/proc/self/net/tcp").expect("read /proc/self/net/tcp");
     table.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         let (l, r) = (addr(f.get(1)?)?, addr(f.get(2)?)?);
         let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
         let (tx, rx) = f.get(4)?.split_once(':')?;
-        (l == local && r == remote && state != LISTEN).then_some(KernelSocket {
+        let wanted = match remote {
+            Some(remote) => l == local && r == remote && state != LISTEN,
+            None => l == local && state == LISTEN,
+        };
+        wanted.then_some(KernelSocket {
             state,
             tx: usize::from_str_radix(tx, 16).ok()?,
             rx: usize::from_str_radix(rx, 16).ok()?,
