@@ -22,7 +22,7 @@
 //! Read next: [`super::report`] for the result line.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use mio::net::TcpStream;
 use mio::{Events, Poll};
 
 use super::dial::{self, Dial};
-use super::pattern::Pattern;
+use super::pattern::{read_echo, Pattern};
 use super::report::{Failures, Fault, Outcome, ResultLine};
 use super::{ensure_descriptors, positive, wait, LoadError, Opened, DEFAULT_TIMEOUT, EVENTS};
 
@@ -379,31 +379,25 @@ impl Conn {
     /// beyond what was sent is a failure, whenever it comes.
     fn receive(&mut self, pattern: &Pattern, buf: &mut [u8]) -> Result<(), Fault> {
         loop {
-            let n = match self.stream.read(buf) {
-                Ok(0) => {
-                    return Err(Fault::EarlyClose {
-                        received: self.received,
-                        sent: self.sent,
-                    })
-                }
-                Ok(n) => n,
-                // The queue is empty. A message this small arrives in one
-                // piece, so one read usually ends here at the second call;
-                // connections are many and messages one each, so the
-                // extra call is not worth saving.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Fault::Io(e)),
-            };
-            if self.received + n as u64 > self.sent {
-                return Err(Fault::Extra {
+            let read = read_echo(
+                &mut self.stream,
+                buf,
+                pattern,
+                self.phase,
+                self.received,
+                self.sent,
+            )?;
+            // The queue is empty. A message this small arrives in one
+            // piece, so one read usually ends here at the second call;
+            // connections are many and messages one each, so the extra call
+            // is not worth saving.
+            let Some(n) = read else { return Ok(()) };
+            if n == 0 {
+                return Err(Fault::EarlyClose {
                     received: self.received,
                     sent: self.sent,
                 });
             }
-            pattern
-                .check(self.phase, self.received, &buf[..n])
-                .map_err(Fault::Mismatch)?;
             self.received += n as u64;
         }
     }

@@ -24,7 +24,9 @@
 //! over.
 
 use std::fmt;
+use std::io::{self, Read};
 
+use super::report::Fault;
 use super::IO_CHUNK;
 
 /// The length of the repeating pattern: the largest prime below 64 Ki.
@@ -112,6 +114,37 @@ pub struct Mismatch {
     pub expected: u8,
     /// What came back.
     pub got: u8,
+}
+
+/// Reads once from `stream` into `buf` and checks what came against the
+/// pattern at `phase`, for a connection that has `received` of the `sent`
+/// bytes back. `Ok(None)`: the receive queue is empty (`WouldBlock`);
+/// `Ok(Some(0))`: the server's EOF, for the caller to judge; `Ok(Some(n))`:
+/// `n` more correct bytes. A byte that differs, or more bytes than were
+/// sent, is the `Fault`. A signal interrupting the call is retried.
+pub fn read_echo(
+    stream: &mut impl Read,
+    buf: &mut [u8],
+    pattern: &Pattern,
+    phase: usize,
+    received: u64,
+    sent: u64,
+) -> Result<Option<usize>, Fault> {
+    loop {
+        let n = match stream.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Fault::Io(e)),
+        };
+        if received + n as u64 > sent {
+            return Err(Fault::Extra { received, sent });
+        }
+        pattern
+            .check(phase, received, &buf[..n])
+            .map_err(Fault::Mismatch)?;
+        return Ok(Some(n));
+    }
 }
 
 impl fmt::Display for Mismatch {

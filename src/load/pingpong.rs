@@ -29,7 +29,7 @@
 //! Read next: [`super::stream`] for bulk transfer in both directions.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::TcpStream;
 
-use super::pattern::Pattern;
+use super::pattern::{read_echo, Pattern};
 use super::report::{self, Failures, Fault, Latency, Outcome, ResultLine};
 use super::{
     ensure_descriptors, open_share, positive, run_loops, wait, Gate, LoadError, LoopPart, Opened,
@@ -399,32 +399,25 @@ impl Conn {
     ) -> Result<(), Fault> {
         let depth = self.sent_at.len() as u64;
         loop {
-            let n = match self.stream.read(buf) {
-                // The server closed while it still owed us bytes, or closed
-                // a connection we had not: either way, not an echo server's
-                // behaviour.
-                Ok(0) => {
-                    return Err(Fault::EarlyClose {
-                        received: self.received,
-                        sent: self.sent,
-                    })
-                }
-                Ok(n) => n,
-                // The receive queue is empty: this pass is done.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                // A signal arrived mid-call; nothing was read. Again.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Fault::Io(e)),
-            };
-            if n as u64 > self.in_flight() {
-                return Err(Fault::Extra {
+            let read = read_echo(
+                &mut self.stream,
+                buf,
+                pattern,
+                self.phase,
+                self.received,
+                self.sent,
+            )?;
+            // The receive queue is empty: this pass is done.
+            let Some(n) = read else { return Ok(()) };
+            // The server closed while it still owed us bytes, or closed a
+            // connection we had not: either way, not an echo server's
+            // behaviour.
+            if n == 0 {
+                return Err(Fault::EarlyClose {
                     received: self.received,
                     sent: self.sent,
                 });
             }
-            pattern
-                .check(self.phase, self.received, &buf[..n])
-                .map_err(Fault::Mismatch)?;
             let whole_before = self.received / size;
             self.received += n as u64;
             self.last_progress = now;

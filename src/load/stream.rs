@@ -21,7 +21,7 @@
 //! Read next: [`super::connections`] for many connections held at once.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::TcpStream;
 
-use super::pattern::Pattern;
+use super::pattern::{read_echo, Pattern};
 use super::report::{self, Failures, Fault, Outcome, ResultLine};
 use super::{
     ensure_descriptors, open_share, positive, run_loops, wait, Gate, LoadError, LoopPart, Opened,
@@ -288,30 +288,26 @@ impl Conn {
         now: Instant,
     ) -> Result<Next, Fault> {
         loop {
-            let n = match self.stream.read(buf) {
-                // The server's EOF: the end if it echoed everything after
-                // our half-close, an early close otherwise.
-                Ok(0) if self.received == self.quota => return Ok(Next::Done),
-                Ok(0) => {
-                    return Err(Fault::EarlyClose {
-                        received: self.received,
-                        sent: self.sent,
-                    })
+            let read = read_echo(
+                &mut self.stream,
+                buf,
+                pattern,
+                self.phase,
+                self.received,
+                self.sent,
+            )?;
+            let Some(n) = read else { return Ok(Next::Wait) };
+            // The server's EOF: the end if it echoed everything after our
+            // half-close, an early close otherwise.
+            if n == 0 {
+                if self.received == self.quota {
+                    return Ok(Next::Done);
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Wait),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Fault::Io(e)),
-            };
-            if self.received + n as u64 > self.sent {
-                return Err(Fault::Extra {
+                return Err(Fault::EarlyClose {
                     received: self.received,
                     sent: self.sent,
                 });
             }
-            pattern
-                .check(self.phase, self.received, &buf[..n])
-                .map_err(Fault::Mismatch)?;
             self.received += n as u64;
             self.last_progress = now;
             // The EOF may be queued behind the last bytes: only a read can
