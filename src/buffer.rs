@@ -6,9 +6,127 @@
 //! writable event. While nothing is owed the buffer holds no allocation at
 //! all, so an idle connection costs only the few words of an empty `Vec`.
 //!
+//! Every buffer of the server draws on one [`Budget`] (`--max-memory`): the
+//! bytes all connections may hold together. A buffer never grows past its
+//! connection's `max_buffer`, grows only with the budget's consent, and
+//! gives its allocation back to the budget when it empties; an allocation
+//! the allocator refuses is an error for that one connection, never an
+//! abort of the process.
+//!
 //! Read next: [`crate::connection`], which decides when to fill and drain it.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// The bytes that the pending buffers of every connection, in every loop,
+/// may hold together (`--max-memory`), counted by allocation, not by use.
+///
+/// Two thresholds: a connection that already owes bytes may read only while
+/// the total is under the *soft* limit (seven eighths of the budget); one
+/// that owes nothing may read up to the budget itself. So the peers that
+/// fill memory are the first to be stopped, and the last eighth stays for
+/// the clients whose echoes go straight back. A connection told "no room"
+/// stops reading (TCP pushes back on its peer) and the loop resumes it once
+/// memory is freed.
+///
+/// Relaxed atomics: the counts are exact, and only their order relative to
+/// other memory does not matter. Several loops may each read up to one read
+/// buffer past the budget in the instant between checking and taking; that
+/// slack is at most `loops x read_size`.
+#[derive(Debug)]
+pub struct Budget {
+    max: usize,
+    soft: usize,
+    /// The most one read may bring in: the loop's shared read buffer.
+    read_size: usize,
+    held: AtomicUsize,
+    /// Set while the budget cannot absorb one full read: the fast path,
+    /// which reads before it knows whether it must queue, stands aside.
+    full: AtomicBool,
+    /// Counts every release, so a loop can tell that memory was freed.
+    frees: AtomicU64,
+}
+
+impl Budget {
+    /// A budget of `max` bytes, for loops that read at most `read_size`
+    /// bytes at a time.
+    pub fn new(max: usize, read_size: usize) -> Budget {
+        let budget = Budget {
+            max,
+            soft: max - max / 8,
+            read_size,
+            held: AtomicUsize::new(0),
+            full: AtomicBool::new(false),
+            frees: AtomicU64::new(0),
+        };
+        budget.update_full(0);
+        budget
+    }
+
+    /// Whether the budget cannot take one more full read right now.
+    #[inline]
+    pub fn full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held by pending buffers now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The most one read brings in (the loop's read buffer).
+    pub fn read_size(&self) -> usize {
+        self.read_size
+    }
+
+    /// The budget, in bytes.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// How many bytes a connection may read now: up to the soft limit if it
+    /// already owes bytes (`owes`), up to the budget if not.
+    pub fn room(&self, owes: bool) -> usize {
+        let limit = if owes { self.soft } else { self.max };
+        limit.saturating_sub(self.held())
+    }
+
+    /// How many releases there have been: a change means memory was freed.
+    pub fn frees(&self) -> u64 {
+        self.frees.load(Ordering::Relaxed)
+    }
+
+    /// Takes between `need` and `want` bytes: all of `want` if the budget
+    /// has room for it, else just `need`, which is always granted (the
+    /// bytes were read already; the read was sized by [`Budget::room`]).
+    fn take(&self, need: usize, want: usize) -> usize {
+        let held = self.held();
+        let grant = if held.saturating_add(want) <= self.max {
+            want
+        } else {
+            need
+        };
+        let after = self.held.fetch_add(grant, Ordering::Relaxed) + grant;
+        self.update_full(after);
+        grant
+    }
+
+    fn give(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let after = self.held.fetch_sub(n, Ordering::Relaxed) - n;
+        self.frees.fetch_add(1, Ordering::Relaxed);
+        self.update_full(after);
+    }
+
+    fn update_full(&self, held: usize) {
+        let full = held.saturating_add(self.read_size) > self.max;
+        if self.full.load(Ordering::Relaxed) != full {
+            self.full.store(full, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Bytes owed to the peer, oldest first.
 ///
@@ -43,15 +161,54 @@ impl Pending {
         self.data.is_empty()
     }
 
+    /// Bytes allocated, as counted against the [`Budget`].
+    pub fn allocated(&self) -> usize {
+        self.data.capacity()
+    }
+
     /// Queues `bytes` behind what is already owed.
-    pub fn push(&mut self, bytes: &[u8]) {
+    ///
+    /// The allocation doubles as it grows (so many small pushes cost few
+    /// copies) but never past `max_buffer`, and the extra beyond what the
+    /// bytes need only while `budget` has room for it. An allocation the
+    /// allocator refuses is `ErrorKind::OutOfMemory`: the bytes are not
+    /// queued, and the caller closes the connection.
+    pub fn push(&mut self, bytes: &[u8], max_buffer: usize, budget: &Budget) -> io::Result<()> {
         if self.head > 0 {
             // Slide the unsent tail to the front before growing, so the
             // allocation never exceeds what is owed plus one read.
             self.data.drain(..self.head);
             self.head = 0;
         }
+        let len = self.data.len();
+        let capacity = self.data.capacity();
+        let need = len + bytes.len();
+        if need > capacity {
+            let want = need.max(capacity.saturating_mul(2).min(max_buffer));
+            let grant = budget.take(need - capacity, want - capacity);
+            if self.data.try_reserve_exact(capacity + grant - len).is_err() {
+                budget.give(grant);
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("cannot grow a buffer to {} bytes", capacity + grant),
+                ));
+            }
+            // The allocator may round up; count what it says it gave.
+            let extra = self.data.capacity() - (capacity + grant);
+            if extra > 0 {
+                budget.take(extra, extra);
+            }
+        }
         self.data.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Frees the allocation and gives it back to `budget` (the connection
+    /// is closing; whatever is still owed is lost with it).
+    pub fn release(&mut self, budget: &Budget) {
+        budget.give(self.data.capacity());
+        self.data = Vec::new();
+        self.head = 0;
     }
 
     /// Writes owed bytes to `sink` until all are gone or the sink would block.
@@ -60,7 +217,7 @@ impl Pending {
     /// only means the kernel's send buffer is full and the rest waits for the
     /// next writable event. `Interrupted` is retried. Any other error is
     /// returned and the bytes stay owed (the caller closes the connection).
-    pub fn write_to<W: Write>(&mut self, sink: &mut W) -> io::Result<usize> {
+    pub fn write_to<W: Write>(&mut self, sink: &mut W, budget: &Budget) -> io::Result<usize> {
         let mut written = 0;
         while self.head < self.data.len() {
             match sink.write(&self.data[self.head..]) {
@@ -78,8 +235,7 @@ impl Pending {
         }
         if self.head == self.data.len() {
             // Give the memory back: an idle connection should cost nothing here.
-            self.data = Vec::new();
-            self.head = 0;
+            self.release(budget);
         }
         Ok(written)
     }
@@ -121,32 +277,71 @@ mod tests {
     /// Bytes leave in the order they were queued, across partial writes.
     #[test]
     fn partial_writes_keep_order() {
+        let budget = Budget::new(1 << 20, 16);
         let mut p = Pending::new();
-        p.push(b"hello ");
+        p.push(b"hello ", 100, &budget).unwrap();
         let mut sink = Tight {
             out: Vec::new(),
             room: 4,
         };
-        assert_eq!(p.write_to(&mut sink).unwrap(), 4);
+        assert_eq!(p.write_to(&mut sink, &budget).unwrap(), 4);
         assert_eq!(p.len(), 2);
-        p.push(b"world");
+        p.push(b"world", 100, &budget).unwrap();
         sink.room = usize::MAX;
-        assert_eq!(p.write_to(&mut sink).unwrap(), 7);
+        assert_eq!(p.write_to(&mut sink, &budget).unwrap(), 7);
         assert_eq!(sink.out, b"hello world");
     }
 
     /// Once everything is written the allocation is released.
     #[test]
     fn releases_memory_when_drained() {
+        let budget = Budget::new(1 << 20, 16);
         let mut p = Pending::new();
-        p.push(&[7; 1000]);
+        p.push(&[7; 1000], 1000, &budget).unwrap();
         let mut sink = Tight {
             out: Vec::new(),
             room: usize::MAX,
         };
-        p.write_to(&mut sink).unwrap();
+        p.write_to(&mut sink, &budget).unwrap();
         assert!(p.is_empty());
         assert_eq!(p.data.capacity(), 0);
+        assert_eq!(budget.held(), 0, "the budget has it back");
+    }
+
+    /// The allocation is counted against the budget, doubles as it grows,
+    /// and never passes the connection's `max_buffer`.
+    #[test]
+    fn growth_is_counted_and_capped() {
+        let budget = Budget::new(1 << 20, 16);
+        let mut p = Pending::new();
+        for _ in 0..100 {
+            p.push(&[1; 10], 1000, &budget).unwrap();
+        }
+        assert_eq!(p.len(), 1000);
+        assert!(p.allocated() <= 1000, "{}", p.allocated());
+        assert_eq!(budget.held(), p.allocated());
+        p.release(&budget);
+        assert_eq!(budget.held(), 0);
+    }
+
+    /// Near the budget a buffer grows by what it needs, not by doubling,
+    /// and the budget reports itself full for the fast path.
+    #[test]
+    fn growth_near_the_budget_takes_only_what_is_needed() {
+        let budget = Budget::new(1000, 100);
+        let mut a = Pending::new();
+        a.push(&[1; 850], 10_000, &budget).unwrap();
+        assert!(!budget.full());
+        let mut b = Pending::new();
+        b.push(&[2; 60], 10_000, &budget).unwrap();
+        b.push(&[2; 60], 10_000, &budget).unwrap();
+        assert_eq!(b.allocated(), 120, "doubling would have passed the budget");
+        assert!(budget.full(), "970 held: one more read of 100 cannot fit");
+        assert_eq!(budget.room(false), 30);
+        assert_eq!(budget.room(true), 0, "past the soft limit of 875");
+        a.release(&budget);
+        assert!(!budget.full());
+        assert!(budget.frees() > 0);
     }
 
     /// A hard write error is returned and the bytes stay owed.
@@ -161,9 +356,10 @@ mod tests {
                 Ok(())
             }
         }
+        let budget = Budget::new(1 << 20, 16);
         let mut p = Pending::new();
-        p.push(b"abc");
-        let err = p.write_to(&mut Broken).unwrap_err();
+        p.push(b"abc", 100, &budget).unwrap();
+        let err = p.write_to(&mut Broken, &budget).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
         assert_eq!(p.len(), 3);
     }

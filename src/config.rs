@@ -9,10 +9,24 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::error::StartError;
 use crate::systemd::Inherited;
 
 /// The address `echo-server` serves when `--listen` is not given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7007";
+
+/// The default budget for the buffers of all connections together: 64 MiB.
+pub const DEFAULT_MAX_MEMORY: usize = 64 << 20;
+
+/// The largest `max_buffer` and `max_memory` accepted: 1 TiB. Anything
+/// above is a typo, not a plan.
+pub const MAX_BYTES: usize = 1 << 40;
+
+/// The default TCP keepalive time: probes start after a minute of silence.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The longest time any timeout or interval may be: 24 days.
+const LONGEST: Duration = Duration::from_secs(24 * 86_400);
 
 /// Everything a [`crate::Server`] needs to know before it binds.
 #[derive(Debug, Clone)]
@@ -27,9 +41,16 @@ pub struct Config {
     /// IPv6 sockets serve IPv6 only (`IPV6_V6ONLY`), so `0.0.0.0:P` and
     /// `[::]:P` can both be bound. False: `[::]:P` also takes IPv4.
     pub v6_only: bool,
-    /// Independent poll loops, one per thread, each with its own sockets
-    /// (`SO_REUSEPORT`) and its own connections.
+    /// Independent poll loops, one per thread, each with its own
+    /// connections; see [`crate::group`]. [`crate::Server::bind`] builds
+    /// one loop whatever this says; [`crate::group::Group::bind`] builds
+    /// this many.
     pub threads: usize,
+    /// `SO_REUSEPORT`: each loop binds its own sockets, and other processes
+    /// may bind the same addresses and share the connections. Off, the
+    /// loops share one socket per address and a second server on a taken
+    /// address fails with "address already in use".
+    pub reuse_port: bool,
     /// After a stop request, how long owed bytes may drain before every
     /// connection is closed regardless.
     pub shutdown_timeout: Duration,
@@ -42,6 +63,18 @@ pub struct Config {
     pub max_connections: usize,
     /// The most connections one IP address may hold at once (0: no limit).
     pub max_connections_per_ip: usize,
+    /// IPv6 clients are counted for `max_connections_per_ip` by this many
+    /// leading bits of their address (a host usually has a whole /64).
+    pub ipv6_prefix: u8,
+    /// The most bytes the buffers of all connections together may hold;
+    /// past it connections stop reading until memory is freed.
+    pub max_memory: usize,
+    /// Clamp the kernel's send and receive buffers of every socket to this
+    /// many bytes (`SO_SNDBUF`/`SO_RCVBUF`; `None`: the kernel autotunes).
+    pub socket_buffer: Option<usize>,
+    /// TCP keepalive: probe a connection after this long without traffic,
+    /// and close it when the peer does not answer (`None`: off).
+    pub keepalive: Option<Duration>,
     /// Close a connection after this long without traffic either way
     /// (`None`: never; RFC 862 lets the client decide when to leave).
     pub idle_timeout: Option<Duration>,
@@ -62,10 +95,15 @@ impl Default for Config {
             inherited: Vec::new(),
             v6_only: true,
             threads: 1,
+            reuse_port: false,
             shutdown_timeout: Duration::from_secs(5),
             max_buffer: 64 * 1024,
             max_connections: 10_000,
             max_connections_per_ip: 0,
+            ipv6_prefix: 64,
+            max_memory: DEFAULT_MAX_MEMORY,
+            socket_buffer: None,
+            keepalive: Some(DEFAULT_KEEPALIVE),
             idle_timeout: None,
             stats_interval: None,
             handle_signals: false,
@@ -74,6 +112,57 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks that the configuration asks for something possible: a
+    /// message for the operator if not.
+    pub fn validate(&self) -> Result<(), StartError> {
+        let bad = |what: String| Err(StartError::Config(what));
+        if self.max_buffer == 0 || self.max_buffer > MAX_BYTES {
+            return bad("--max-buffer must be between 1 byte and 1T".into());
+        }
+        if self.max_memory > MAX_BYTES {
+            return bad("--max-memory must be at most 1T".into());
+        }
+        if self.max_buffer > self.max_memory {
+            return bad(format!(
+                "--max-buffer ({}) is larger than --max-memory ({}): one \
+                 connection could never fill its buffer",
+                self.max_buffer, self.max_memory
+            ));
+        }
+        if let Some(size) = self.socket_buffer {
+            if !(1024..=(1 << 30)).contains(&size) {
+                return bad("--socket-buffer must be between 1K and 1G".into());
+            }
+        }
+        if self.ipv6_prefix == 0 || self.ipv6_prefix > 128 {
+            return bad("--ipv6-prefix must be between 1 and 128".into());
+        }
+        if self.shutdown_timeout > LONGEST {
+            return bad("--shutdown-timeout must be at most 2073600 seconds (24 days)".into());
+        }
+        for (name, value, least) in [
+            (
+                "--idle-timeout",
+                self.idle_timeout,
+                Duration::from_millis(1),
+            ),
+            (
+                "--stats-interval",
+                self.stats_interval,
+                Duration::from_millis(1),
+            ),
+            ("--keepalive", self.keepalive, Duration::from_secs(1)),
+        ] {
+            if matches!(value, Some(t) if t < least || t > LONGEST) {
+                return bad(format!(
+                    "{name} must be between {} and 2073600 seconds (24 days)",
+                    least.as_secs_f64()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A configuration for tests and benches: one listener on
     /// `127.0.0.1:0` (a free port), everything else at its default.
     pub fn loopback() -> Self {

@@ -42,8 +42,9 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
-use crate::buffer::Pending;
+use crate::buffer::{Budget, Pending};
 pub use crate::timers::Tick;
 
 /// Where a connection is in its life. See the module docs for the diagram.
@@ -83,6 +84,11 @@ pub enum Next {
     /// read: drive it again before blocking in `poll` (no new event would
     /// announce them, the poll being edge-triggered).
     Again,
+    /// The connection would read, but the server's memory budget has no
+    /// room: it stops reading (TCP pushes back on the peer) until memory is
+    /// freed. No event will come for the bytes it left in the socket, so
+    /// the loop keeps it on a list and drives it again then.
+    AwaitMemory,
     /// The connection is finished; the reason says why.
     Close(Reason),
 }
@@ -154,12 +160,14 @@ impl Wake {
 }
 
 /// Per-connection limits the server applies on every pass.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// The most bytes a connection may owe before we stop reading from it.
     pub max_buffer: usize,
     /// The most bytes one pass may read before yielding to other connections.
     pub budget: usize,
+    /// The bytes every connection's buffer may hold together.
+    pub memory: Arc<Budget>,
 }
 
 /// A socket a connection can drive: a byte stream whose write side can be
@@ -253,6 +261,8 @@ pub struct Connection<S = Tcp> {
     /// Bytes written back to the peer. (Bytes read are these plus those
     /// still owed: no second counter to keep in step.)
     bytes_out: u64,
+    /// On the loop's list of connections waiting for memory.
+    awaiting_memory: bool,
 }
 
 impl<S: Stream> Connection<S> {
@@ -267,6 +277,7 @@ impl<S: Stream> Connection<S> {
             opened: now,
             last_active: now,
             bytes_out: 0,
+            awaiting_memory: false,
         }
     }
 
@@ -342,6 +353,22 @@ impl<S: Stream> Connection<S> {
         self.drive(buf, Wake::flush(now), limits)
     }
 
+    /// Notes that the connection waits for memory; false if it was noted
+    /// already (so the loop lists it once).
+    pub fn mark_awaiting_memory(&mut self) -> bool {
+        !std::mem::replace(&mut self.awaiting_memory, true)
+    }
+
+    /// The loop took the connection off its list of those waiting for memory.
+    pub fn unmark_awaiting_memory(&mut self) {
+        self.awaiting_memory = false;
+    }
+
+    /// Frees the buffer of a closed connection and gives its memory back.
+    pub fn free_buffer(&mut self, memory: &Budget) {
+        self.pending.release(memory);
+    }
+
     /// Closes the connection now, whatever it still owes.
     pub fn abort(&mut self, reason: Reason) -> Next {
         self.set_state(State::Closed);
@@ -365,10 +392,13 @@ impl<S: Stream> Connection<S> {
     pub fn on_event(&mut self, buf: &mut [u8], wake: Wake, limits: &Limits) -> Next {
         // (The loop's buffer is never larger than `max_buffer`, so one read
         // into it cannot break the limit.)
+        // (Nor is it taken while the memory budget could not queue a full
+        // read, should the write be partial.)
         let simple = wake.readable
             && wake.short_read_is_empty
             && self.state == State::Open
-            && self.pending.is_empty();
+            && self.pending.is_empty()
+            && !limits.memory.full();
         if simple {
             match self.stream.read(buf) {
                 Ok(0) => {
@@ -387,7 +417,7 @@ impl<S: Stream> Connection<S> {
                             }
                         }
                         sent => {
-                            if let Err(e) = self.keep_unsent(bytes, sent) {
+                            if let Err(e) = self.keep_unsent(bytes, sent, limits) {
                                 return self.abort(Reason::Error(e));
                             }
                         }
@@ -423,7 +453,7 @@ impl<S: Stream> Connection<S> {
         //    another (edge-triggered), so only we know they are there.
         if self.wants_write() {
             let was_full = !self.wants_read(limits);
-            match self.pending.write_to(&mut self.stream) {
+            match self.pending.write_to(&mut self.stream, &limits.memory) {
                 Ok(n) => {
                     self.bytes_out += n as u64;
                     self.last_active = wake.now;
@@ -446,8 +476,14 @@ impl<S: Stream> Connection<S> {
                 return Next::Again;
             }
             // Never read more than the buffer could hold if none of it went
-            // out: the per-connection memory bound is hard.
-            let room = (limits.max_buffer - self.pending.len()).min(buf.len());
+            // out: the per-connection bound and the server's budget are hard.
+            let room = (limits.max_buffer - self.pending.len())
+                .min(buf.len())
+                .min(limits.memory.room(self.wants_write()));
+            if room == 0 {
+                log::trace!("{}: no room in the memory budget: stops reading", self.peer);
+                return Next::AwaitMemory;
+            }
             let n = match self.stream.read(&mut buf[..room]) {
                 // Zero bytes is the peer's FIN: it will send nothing more but
                 // still reads. It is owed every byte it sent, so this is a
@@ -467,7 +503,7 @@ impl<S: Stream> Connection<S> {
             };
             self.last_active = wake.now;
             moved += n;
-            if let Err(e) = self.echo(&buf[..n]) {
+            if let Err(e) = self.echo(&buf[..n], limits) {
                 return self.abort(Reason::Error(e));
             }
             if n < room && short_read_is_empty {
@@ -544,7 +580,7 @@ impl<S: Stream> Connection<S> {
 
     /// Sends `bytes` straight back, queueing whatever the kernel does not take.
     #[inline]
-    fn echo(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn echo(&mut self, bytes: &[u8], limits: &Limits) -> io::Result<()> {
         if !self.wants_write() {
             let sent = self.stream.write(bytes);
             if let Ok(n) = sent {
@@ -554,11 +590,12 @@ impl<S: Stream> Connection<S> {
                     return Ok(());
                 }
             }
-            return self.keep_unsent(bytes, sent);
+            return self.keep_unsent(bytes, sent, limits);
         }
         // Earlier bytes are still queued, so the send buffer is full: these
         // go behind them, in order.
-        self.pending.push(bytes);
+        self.pending
+            .push(bytes, limits.max_buffer, &limits.memory)?;
         log::trace!(
             "{}: read {}, queued behind {}",
             self.peer,
@@ -571,19 +608,25 @@ impl<S: Stream> Connection<S> {
     /// The rest of [`Connection::echo`] when the kernel did not take every
     /// byte at once: keep what it refused, in order.
     #[cold]
-    fn keep_unsent(&mut self, bytes: &[u8], mut sent: io::Result<usize>) -> io::Result<()> {
+    fn keep_unsent(
+        &mut self,
+        bytes: &[u8],
+        mut sent: io::Result<usize>,
+        limits: &Limits,
+    ) -> io::Result<()> {
+        let (max, memory) = (limits.max_buffer, &*limits.memory);
         loop {
             match sent {
                 Ok(n) => {
                     self.bytes_out += n as u64;
                     // The send buffer filled mid-write. The rest waits for the
                     // writable event that the kernel will now raise.
-                    self.pending.push(&bytes[n..]);
+                    self.pending.push(&bytes[n..], max, memory)?;
                     log::trace!("{}: read {}, wrote {}", self.peer, bytes.len(), n);
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.pending.push(bytes);
+                    self.pending.push(bytes, max, memory)?;
                     log::trace!("{}: read {}, send buffer full", self.peer, bytes.len());
                     return Ok(());
                 }
@@ -654,10 +697,25 @@ mod tests {
         }
     }
 
-    const LIMITS: Limits = Limits {
-        max_buffer: 100,
-        budget: 1000,
-    };
+    thread_local! {
+        /// One budget per test (each runs on its own thread), so that what
+        /// a connection takes and gives back balances.
+        static LIMITS: Limits = limits_with(1 << 20);
+    }
+
+    /// 100 bytes owed at most, 1000 read per pass, a memory budget far
+    /// larger than that.
+    fn limits() -> Limits {
+        LIMITS.with(Limits::clone)
+    }
+
+    fn limits_with(memory: usize) -> Limits {
+        Limits {
+            max_buffer: 100,
+            budget: 1000,
+            memory: Arc::new(Budget::new(memory, 16)),
+        }
+    }
 
     const READABLE: Wake = Wake {
         readable: true,
@@ -676,7 +734,7 @@ mod tests {
 
     fn drive(c: &mut Connection<Fake>, wake: Wake) -> Next {
         let mut buf = [0u8; 16];
-        c.drive(&mut buf, wake, &LIMITS)
+        c.drive(&mut buf, wake, &limits())
     }
 
     mod open {
@@ -728,8 +786,8 @@ mod tests {
             let data = vec![1u8; 500];
             let mut c = conn(&data, 0);
             drive(&mut c, READABLE);
-            assert_eq!(c.owed(), LIMITS.max_buffer);
-            assert!(!c.wants_read(&LIMITS));
+            assert_eq!(c.owed(), limits().max_buffer);
+            assert!(!c.wants_read(&limits()));
             assert_eq!(c.stream.input.len(), 400);
         }
 
@@ -753,8 +811,8 @@ mod tests {
             let mut c = conn(&data, 1000);
             let mut buf = [0u8; 16];
             let limits = Limits {
-                max_buffer: 100,
                 budget: 32,
+                ..limits()
             };
             assert!(matches!(
                 c.drive(&mut buf, Wake::again(0), &limits),
@@ -800,7 +858,7 @@ mod tests {
 
         fn on_event(c: &mut Connection<Fake>, wake: Wake) -> Next {
             let mut buf = [0u8; 16];
-            c.on_event(&mut buf, wake, &LIMITS)
+            c.on_event(&mut buf, wake, &limits())
         }
 
         /// A short message is one read and one write, nothing kept.
@@ -897,7 +955,7 @@ mod tests {
             let mut c = conn(&[3u8; 30], 10);
             drive(&mut c, READABLE);
             let mut buf = [0u8; 16];
-            assert!(matches!(c.stop(&mut buf, 0, &LIMITS), Next::Wait));
+            assert!(matches!(c.stop(&mut buf, 0, &limits()), Next::Wait));
             assert_eq!(c.state(), State::Stopping);
             c.stream.input.extend([4u8; 10]);
             c.stream.room = 1000;
@@ -915,7 +973,7 @@ mod tests {
             let mut c = conn(b"", 1000);
             let mut buf = [0u8; 16];
             c.stream.input.extend([9u8; 40]);
-            c.stop(&mut buf, 0, &LIMITS);
+            c.stop(&mut buf, 0, &limits());
             assert_eq!(c.state(), State::Lingering);
             assert!(c.stream.input.is_empty());
             c.stream.eof = true;

@@ -1,16 +1,25 @@
 //! Several independent loops, one per thread, for more than one core.
 //!
-//! Nothing inside a loop changes: each has its own `Poll`, its own slab and
-//! its own sockets. The sockets of every loop are bound to the same
-//! addresses with `SO_REUSEPORT`, and the kernel spreads new connections
-//! (and datagrams) across them by a hash of the peer's address. No lock and
-//! no shared counter sits on any path: a connection lives and dies in the
-//! loop that accepted it.
+//! Nothing inside a loop changes: each has its own `Poll` and its own slab,
+//! and a connection lives and dies in the loop that accepted it. By default
+//! the loops share each listening socket (one socket, a descriptor per
+//! loop): every loop is told of a new connection and the first to call
+//! `accept` gets it. With `--reuse-port` each loop binds its own socket with
+//! `SO_REUSEPORT` instead and the kernel spreads connections (and
+//! datagrams) across them by a hash of the peer's address; that also lets
+//! other processes bind the same address, which is why it is asked for,
+//! never implied: without it a second server on a taken address fails.
+//!
+//! The limits are the whole server's ([`crate::limits`]): the loops count
+//! connections, connections per address and buffer memory together, with
+//! atomics and one mutex touched only when a connection opens or closes,
+//! never per echo.
 //!
 //! The first loop runs on the calling thread and is the leader: it alone
 //! reads the signal pipe, and when it stops (or logs its stats) it asks the
 //! others to do the same through their [`Handle`]s. The summary adds up
-//! every loop's totals.
+//! every loop's totals, and a stats request logs each loop's line and then
+//! the total of all of them.
 //!
 //! With one loop (the default) the process holds exactly one thread: a
 //! second thread would switch glibc's `recv` and `send` to their
@@ -21,11 +30,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread;
 
 use crate::config::Config;
 use crate::error::StartError;
-use crate::server::{Handle, Server};
+use crate::server::{self, Handle, Server};
 use crate::stats::Summary;
 
 /// Bound loops, ready to run.
@@ -34,13 +44,16 @@ pub struct Group {
 }
 
 impl Group {
-    /// Binds `config.threads` loops (at least one) on `config`'s sockets.
+    /// Binds `config.threads` loops (at least one) on `config`'s sockets,
+    /// under one set of limits.
     ///
     /// The first loop binds first, so that a port 0 is resolved once and
-    /// every other loop binds the very port it got.
+    /// every other loop serves the very port it got.
     pub fn bind(config: Config) -> Result<Group, StartError> {
         let n = config.threads.max(1);
-        let first = Server::bind_with(&config, n > 1)?;
+        let shared = Arc::new(server::shared_limits(&config, n)?);
+        let sockets = server::open_sockets(&config, config.reuse_port)?;
+        let first = Server::new(&config, sockets, Arc::clone(&shared), 0)?;
         let mut servers = vec![first];
         if n > 1 {
             let mut rest = config.clone();
@@ -48,8 +61,13 @@ impl Group {
             rest.udp = servers[0].bound_udp_addrs();
             rest.handle_signals = false;
             presize_fd_table();
-            for _ in 1..n {
-                servers.push(Server::bind_with(&rest, true)?);
+            for index in 1..n {
+                let sockets = if config.reuse_port {
+                    server::open_sockets(&rest, true)?
+                } else {
+                    servers[0].share_sockets()?
+                };
+                servers.push(Server::new(&rest, sockets, Arc::clone(&shared), index)?);
             }
         }
         Ok(Group { servers })
@@ -70,8 +88,13 @@ impl Group {
         self.servers[0].announce();
         if self.servers.len() > 1 {
             log::info!(
-                "{} loops, one per thread, sharing each socket with SO_REUSEPORT",
-                self.servers.len()
+                "{} loops, one per thread, {}",
+                self.servers.len(),
+                if self.servers[0].reuses_port() {
+                    "each with its own sockets (SO_REUSEPORT)"
+                } else {
+                    "sharing each socket"
+                }
             );
         }
     }

@@ -167,7 +167,8 @@
 //! | the poll loop: tokens, accept, dispatch, ready list, shutdown | [`server`] |
 //! | idle deadlines and rate-limited warnings | [`timers`] |
 //! | UDP echo and its reflection guard | [`udp`] |
-//! | several loops on several threads (`SO_REUSEPORT`) | [`group`] |
+//! | several loops on several threads | [`group`] |
+//! | the whole server's limits: connections, per address, memory | [`limits`] |
 //! | socket activation and readiness notification | [`systemd`] |
 //! | one connection's states and its read-echo-write pass | [`connection`] |
 //! | the bytes owed to a slow peer | [`buffer`] |
@@ -186,6 +187,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod group;
+pub mod limits;
 pub mod load;
 pub mod net;
 pub mod server;

@@ -11,8 +11,9 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 /// The backlog we ask `listen` for; the kernel lowers it to its maximum.
 pub const BACKLOG: i32 = 65_535;
@@ -28,6 +29,36 @@ pub struct SocketOptions {
     /// `0.0.0.0:P` and `[::]:P` can be served side by side when true, and
     /// `[::]:P` alone also takes IPv4 (as `::ffff:a.b.c.d`) when false.
     pub v6_only: bool,
+    /// `SO_SNDBUF` and `SO_RCVBUF`, set on the listener so that every
+    /// accepted connection inherits them (`None`: the kernel autotunes).
+    ///
+    /// The trade-off: autotuning lets one connection's kernel buffers grow
+    /// to several MiB (`net.ipv4.tcp_rmem`/`tcp_wmem`), so a slow reader
+    /// costs that much kernel memory; a clamp bounds it, and also bounds
+    /// one connection's throughput to about the buffer size per round trip.
+    /// Linux doubles the value asked for (half is its bookkeeping).
+    pub buffer: Option<usize>,
+    /// TCP keepalive on the listener, inherited by every accepted
+    /// connection: probes after this long without traffic, then three more
+    /// a third of it apart (at least a second), and the connection fails
+    /// with "timed out" if none is answered (`None`: off).
+    pub keepalive: Option<Duration>,
+}
+
+/// Applies `options`' buffer sizes (and, for TCP, keepalive) to `socket`.
+pub fn tune(socket: &SockRef<'_>, tcp: bool, options: SocketOptions) -> io::Result<()> {
+    if let Some(size) = options.buffer {
+        socket.set_send_buffer_size(size)?;
+        socket.set_recv_buffer_size(size)?;
+    }
+    if let (true, Some(time)) = (tcp, options.keepalive) {
+        let interval = (time / 3).max(Duration::from_secs(1));
+        let keepalive = TcpKeepalive::new().with_time(time).with_interval(interval);
+        #[cfg(not(any(target_os = "openbsd", target_os = "windows")))]
+        let keepalive = keepalive.with_retries(3);
+        socket.set_tcp_keepalive(&keepalive)?;
+    }
+    Ok(())
 }
 
 /// A non-blocking TCP listener on `addr`, ready to register with a poll.
@@ -36,6 +67,9 @@ pub fn bind_tcp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net
     // Lets a restarted server bind while old connections sit in TIME_WAIT.
     // (On Linux it does not let two servers listen on one address.)
     socket.set_reuse_address(true)?;
+    // Before `listen`: the receive buffer sets the window scale that the
+    // handshake of every accepted connection announces.
+    tune(&SockRef::from(&socket), true, options)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
@@ -44,6 +78,7 @@ pub fn bind_tcp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net
 /// A non-blocking UDP socket bound to `addr`.
 pub fn bind_udp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net::UdpSocket> {
     let socket = new_socket(addr, Type::DGRAM, Protocol::UDP, options)?;
+    tune(&SockRef::from(&socket), false, options)?;
     socket.bind(&addr.into())?;
     Ok(mio::net::UdpSocket::from_std(socket.into()))
 }

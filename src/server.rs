@@ -29,18 +29,27 @@
 //! # Limits
 //!
 //! Each connection may owe at most `max_buffer` bytes and read at most
-//! [`BUDGET`] bytes per pass; the server holds at most `max_connections`
-//! (never more than its descriptors allow), and at most
-//! `max_connections_per_ip` from one address. When `accept` runs out of
-//! descriptors the server pauses accepting and retries on a timer and
-//! whenever a connection closes: it neither spins nor stops serving.
+//! [`BUDGET`] bytes per pass; all of them together may hold at most
+//! `max_memory` bytes of buffers ([`crate::buffer::Budget`]); the server
+//! holds at most `max_connections` (never more than its descriptors allow),
+//! and at most `max_connections_per_ip` from one address. These counts are
+//! the whole server's, shared by every loop ([`crate::limits`]). When
+//! `accept` runs out of descriptors the server pauses accepting and retries
+//! on a timer and whenever a connection closes: it neither spins nor stops
+//! serving.
+//!
+//! A pass accepts at most [`ACCEPT_BATCH`] connections from one listener,
+//! then puts the listener on the ready list: a storm of connections that
+//! reset as soon as they open cannot hold the loop in `accept` while the
+//! connections it already took pile up unserved, and one that was reset
+//! before it was accepted is dropped without taking a slot.
 //!
 //! Read next: [`crate::connection`] for what one pass over a connection
 //! does, [`crate::group`] for several loops on several threads.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -54,9 +63,11 @@ use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::buffer::Budget;
 use crate::config::Config;
 use crate::connection::{Connection, Limits, Next, Reason, State, Tcp, Wake};
 use crate::error::{describe, StartError};
+use crate::limits::{Bound, Shared};
 use crate::net::{self, SocketOptions};
 use crate::stats::Summary;
 use crate::systemd::{self, Inherited, Kind};
@@ -74,6 +85,18 @@ pub const BUDGET: usize = 256 * 1024;
 
 /// Events taken from the kernel per `poll`.
 const EVENTS: usize = 1024;
+
+/// The most connections one pass accepts from one listener before the loop
+/// serves the others; the listener goes on the ready list for the rest.
+pub const ACCEPT_BATCH: usize = 64;
+
+/// While connections wait for memory that another loop may free, how often
+/// to look.
+const MEMORY_RETRY: Duration = Duration::from_millis(10);
+
+/// Give freed heap back to the system once the buffers' memory has fallen
+/// this far below its last peak (see [`Server::end_turn`]).
+const TRIM_STEP: usize = 8 << 20;
 
 /// While `accept` fails for want of descriptors, how often to try again.
 pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -120,13 +143,14 @@ pub struct Server {
     followers: Vec<Handle>,
     /// Names this loop in logs when there are several.
     label: String,
-    /// How many loops share the sockets (`--threads`).
-    loops: usize,
+    /// This loop's place in its group (0: the leader, or the only loop).
+    index: usize,
+    /// Whether its sockets were bound with `SO_REUSEPORT`.
+    reuse_port: bool,
+    /// The whole server's limits and counts, shared by every loop.
+    shared: Arc<Shared>,
     limits: Limits,
     shutdown_timeout: Duration,
-    /// The most connections at once, after the descriptor budget.
-    max_connections: usize,
-    per_ip: Option<PerIp>,
     idle: Option<IdleTimers>,
     stats_interval: Option<Duration>,
     next_stats: Option<Instant>,
@@ -140,8 +164,16 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     accept_warning: RateLimit,
     limit_warning: RateLimit,
+    memory_warning: RateLimit,
     /// Sources to serve again before blocking: they used their budget.
     ready: Vec<Token>,
+    /// Connections that stopped reading for want of memory, oldest first:
+    /// they go back on the ready list as memory is freed.
+    starved: VecDeque<Token>,
+    /// The memory budget's release count when `starved` was last looked at.
+    frees_seen: u64,
+    /// The most the buffers held since the heap was last trimmed.
+    trim_peak: usize,
     /// Connections closed this turn, removed from the slab at its end.
     closed: Vec<usize>,
     /// Set once a stop is under way: when the drain must end.
@@ -150,7 +182,7 @@ pub struct Server {
 }
 
 /// A listening socket: TCP connections to accept or UDP datagrams to echo.
-struct Listener {
+pub(crate) struct Listener {
     socket: Socket,
     addr: SocketAddr,
     inherited: bool,
@@ -174,12 +206,6 @@ impl Listener {
         };
         format!("{scheme}://{}{from}", self.addr)
     }
-}
-
-/// Connections per client address, for `max_connections_per_ip`.
-struct PerIp {
-    limit: usize,
-    open: HashMap<IpAddr, u32>,
 }
 
 /// What handles have asked of a loop, counted so none is lost or repeated.
@@ -213,85 +239,28 @@ impl Handle {
 }
 
 impl Server {
-    /// Opens every socket in `config` and prepares the loop.
+    /// Opens every socket in `config` and prepares one loop that holds the
+    /// whole server's limits. (`config.threads` is for
+    /// [`crate::group::Group`], which runs several.)
     ///
     /// Each failure names the address and says what to do about it.
     pub fn bind(config: Config) -> Result<Server, StartError> {
-        Self::bind_with(&config, config.threads > 1)
+        let shared = Arc::new(shared_limits(&config, 1)?);
+        let sockets = open_sockets(&config, config.reuse_port)?;
+        Server::new(&config, sockets, shared, 0)
     }
 
-    /// [`Server::bind`], with `SO_REUSEPORT` on every socket when the loop
-    /// is one of several sharing the addresses.
-    pub(crate) fn bind_with(config: &Config, reuse_port: bool) -> Result<Server, StartError> {
-        let socket_count = config.listen.len() + config.udp.len() + config.inherited.len();
-        if socket_count == 0 {
-            return Err(StartError::Config("nothing to listen on".into()));
-        }
-        if socket_count > MAX_SOCKETS {
-            return Err(StartError::Config(format!(
-                "at most {MAX_SOCKETS} listening sockets"
-            )));
-        }
-        if config.max_buffer == 0 {
-            return Err(StartError::Config("--max-buffer must be at least 1".into()));
-        }
-        let day = Duration::from_secs(86_400);
-        if config.shutdown_timeout > 24 * day {
-            return Err(StartError::Config(
-                "--shutdown-timeout must be at most 2073600 seconds (24 days)".into(),
-            ));
-        }
-        for (name, value) in [
-            ("--idle-timeout", config.idle_timeout),
-            ("--stats-interval", config.stats_interval),
-        ] {
-            if matches!(value, Some(t) if t < Duration::from_millis(1) || t > 24 * day) {
-                return Err(StartError::Config(format!(
-                    "{name} must be between 0.001 and 2073600 seconds (24 days)"
-                )));
-            }
-        }
-        // Every connection holds a descriptor: never promise more than the
-        // process may open.
-        let fd_limit = net::fd_limit().map_err(|e| StartError::Setup("descriptor limit", e))?;
-        // The connection limit is for the whole process: each loop of a
-        // group takes its share.
-        let threads = config.threads.max(1);
-        // Each loop holds its own copy of every socket, a poll and a waker.
-        let per_loop_fds = socket_count as u64 + 2;
-        let fd_budget =
-            fd_limit.saturating_sub(RESERVED_FDS + threads as u64 * per_loop_fds) / threads as u64;
-        let max_connections = (config.max_connections.div_ceil(threads) as u64)
-            .min(fd_budget)
-            .min(FIRST_RESERVED as u64) as usize;
-        if max_connections == 0 {
-            return Err(StartError::Config(format!(
-                "the open-file limit ({fd_limit}) leaves no descriptors for connections; \
-                 raise it with ulimit -n, or lower --max-connections"
-            )));
-        }
-
+    /// Prepares loop `index` of a server on already open `sockets`, under
+    /// the server's `shared` limits.
+    pub(crate) fn new(
+        config: &Config,
+        mut sockets: Vec<Listener>,
+        shared: Arc<Shared>,
+        index: usize,
+    ) -> Result<Server, StartError> {
         let poll = Poll::new().map_err(|e| StartError::Setup("poll", e))?;
         let waker =
             Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Setup("waker", e))?;
-        let options = SocketOptions {
-            reuse_port,
-            v6_only: config.v6_only,
-        };
-        let mut sockets = Vec::with_capacity(socket_count);
-        for &inherited in &config.inherited {
-            sockets.push(adopt(inherited)?);
-        }
-        for &addr in &config.listen {
-            let socket = net::bind_tcp(addr, options)
-                .map_err(|source| StartError::Listen { addr, source })?;
-            sockets.push(listener(Socket::Tcp(socket), addr, false)?);
-        }
-        for &addr in &config.udp {
-            let socket = net::bind_udp(addr, options)
-                .map_err(|source| StartError::Listen { addr, source })?;
-            sockets.push(listener(Socket::Udp(socket), addr, false)?);
-        }
         for (i, l) in sockets.iter_mut().enumerate() {
             let token = Token(FIRST_SOCKET - i);
             let registered = match &mut l.socket {
@@ -304,7 +273,7 @@ impl Server {
             })?;
         }
 
-        let signals = if config.handle_signals {
+        let signals = if config.handle_signals && index == 0 {
             let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
                 .map_err(|e| StartError::Setup("signal pipe", e))?;
             poll.registry()
@@ -315,6 +284,9 @@ impl Server {
             None
         };
 
+        // A loop may hold every connection of the server: the kernel hashes
+        // or hands them out unevenly.
+        let max_connections = shared.max_connections();
         Ok(Server {
             poll,
             sockets,
@@ -324,17 +296,15 @@ impl Server {
             seen: (0, 0),
             followers: Vec::new(),
             label: String::new(),
-            loops: threads,
+            index,
+            reuse_port: config.reuse_port,
             limits: Limits {
                 max_buffer: config.max_buffer,
                 budget: BUDGET,
+                memory: Arc::clone(&shared.memory),
             },
+            shared,
             shutdown_timeout: config.shutdown_timeout,
-            max_connections,
-            per_ip: (config.max_connections_per_ip > 0).then(|| PerIp {
-                limit: config.max_connections_per_ip,
-                open: HashMap::new(),
-            }),
             idle: config.idle_timeout.map(IdleTimers::new),
             stats_interval: config.stats_interval,
             next_stats: None,
@@ -344,14 +314,24 @@ impl Server {
             accept_paused_until: None,
             accept_warning: RateLimit::new(WARN_EVERY),
             limit_warning: RateLimit::new(WARN_EVERY),
+            memory_warning: RateLimit::new(WARN_EVERY),
             // Room for every connection up front: the table never moves, and
             // pages no connection has touched cost no resident memory.
             conns: Slab::with_capacity(max_connections),
             ready: Vec::new(),
+            starved: VecDeque::new(),
+            frees_seen: 0,
+            trim_peak: 0,
             closed: Vec::new(),
             deadline: None,
             summary: Summary::default(),
         })
+    }
+
+    /// Copies of this loop's sockets, for another loop of the same server
+    /// to serve beside it (without `SO_REUSEPORT`).
+    pub(crate) fn share_sockets(&self) -> Result<Vec<Listener>, StartError> {
+        self.sockets.iter().map(Listener::try_clone).collect()
     }
 
     /// The TCP addresses actually bound, in order (port 0 resolved).
@@ -392,9 +372,14 @@ impl Server {
             .collect()
     }
 
-    /// The most connections this loop will hold at once.
+    /// Whether the sockets were bound with `SO_REUSEPORT`.
+    pub(crate) fn reuses_port(&self) -> bool {
+        self.reuse_port
+    }
+
+    /// The most connections the server holds at once (in all its loops).
     pub fn max_connections(&self) -> usize {
-        self.max_connections
+        self.shared.max_connections()
     }
 
     /// Logs, at `info`, one `listening on` line per socket and the
@@ -403,15 +388,16 @@ impl Server {
         for l in &self.sockets {
             log::info!("listening on {}", l.describe());
         }
-        let per_loop = if self.loops > 1 {
-            format!(" per loop, {} loops", self.loops)
-        } else {
-            String::new()
+        let bound = match self.shared.bound_by() {
+            Bound::Flag => "--max-connections",
+            Bound::Descriptors(_) => "the descriptor budget",
         };
         log::info!(
-            "serving at most {} connections{per_loop} (open-file limit {})",
-            self.max_connections,
+            "serving at most {} connections (set by {bound}; open-file limit {}) and {} \
+             bytes of buffers (--max-memory)",
+            self.shared.max_connections(),
             net::fd_limit().map_or("unknown".into(), |n| n.to_string()),
+            self.limits.memory.max(),
         );
     }
 
@@ -497,7 +483,7 @@ impl Server {
             }
 
             self.serve_ready(&mut buf, &mut dgram);
-            self.fire_timers();
+            self.fire_timers(&mut buf);
             self.end_turn();
 
             if let Some(deadline) = self.deadline {
@@ -524,11 +510,14 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
+        // Memory another loop frees raises no event here: look again soon.
+        let memory = (!self.starved.is_empty()).then(|| Instant::now() + MEMORY_RETRY);
         [
             self.deadline,
             self.accept_paused_until,
             idle,
             self.next_stats,
+            memory,
         ]
         .into_iter()
         .flatten()
@@ -551,9 +540,13 @@ impl Server {
     }
 
     /// Runs the timers that are due: a paused accept, idle connections,
-    /// periodic stats.
-    fn fire_timers(&mut self) {
-        if self.accept_paused_until.is_none() && self.idle.is_none() && self.next_stats.is_none() {
+    /// periodic stats, connections waiting for memory.
+    fn fire_timers(&mut self, buf: &mut [u8]) {
+        if self.accept_paused_until.is_none()
+            && self.idle.is_none()
+            && self.next_stats.is_none()
+            && self.starved.is_empty()
+        {
             return;
         }
         let now = Instant::now();
@@ -566,11 +559,18 @@ impl Server {
                 self.next_stats = Some(now + every);
             }
         }
-        self.expire_idle(now);
+        self.expire_idle(now, buf);
+        self.resume_starved();
     }
 
     /// Closes the connections whose idle deadline has come.
-    fn expire_idle(&mut self, now: Instant) {
+    ///
+    /// "Idle" is judged by what the socket holds, not only by the clock: a
+    /// process that was stopped (SIGSTOP, a paused VM) wakes to find every
+    /// deadline past, with the events of the connections that kept sending
+    /// still queued beyond this turn's batch. So a connection is given one
+    /// pass first, and only one whose pass moves no byte is closed.
+    fn expire_idle(&mut self, now: Instant, buf: &mut [u8]) {
         let tick = self.tick(now);
         let Some(idle) = self.idle.as_mut() else {
             return;
@@ -584,9 +584,21 @@ impl Server {
                 .then(|| Duration::from_millis(u64::from(tick.wrapping_sub(conn.last_active()))))
         });
         for key in expired {
-            self.summary.idle_closed += 1;
-            let next = self.conns[key].abort(Reason::Idle);
+            let conn = &mut self.conns[key];
+            let next = conn.drive(buf, Wake::again(tick), &self.limits);
+            let moved = conn.last_active() == tick;
+            let (id, open) = (conn.id(), conn.state() != State::Closed);
             self.after_pass(key, next);
+            if moved && open {
+                log::trace!("token {key}: idle deadline passed, but it had bytes waiting");
+                if let Some(idle) = self.idle.as_mut() {
+                    idle.start(key, id, now);
+                }
+            } else if open {
+                self.summary.idle_closed += 1;
+                let next = self.conns[key].abort(Reason::Idle);
+                self.after_pass(key, next);
+            }
         }
     }
 
@@ -685,7 +697,51 @@ impl Server {
         match next {
             Next::Wait => {}
             Next::Again => self.ready.push(Token(key)),
+            Next::AwaitMemory => self.await_memory(key),
             Next::Close(reason) => self.closed(key, reason),
+        }
+    }
+
+    /// Puts a connection that has no memory to read into on the list that
+    /// [`Server::resume_starved`] serves as memory is freed.
+    #[cold]
+    fn await_memory(&mut self, key: usize) {
+        if self.conns[key].mark_awaiting_memory() {
+            self.starved.push_back(Token(key));
+        }
+        if self.memory_warning.allow(Instant::now()) {
+            log::warn!(
+                "{}buffers hold {} bytes, the most allowed (--max-memory): connections \
+                 that owe bytes stop reading until memory is freed",
+                self.label,
+                self.limits.memory.held()
+            );
+        }
+    }
+
+    /// Gives connections waiting for memory another pass, oldest first, as
+    /// many as the memory freed may serve. No event would wake them: the
+    /// bytes they left in their sockets raised theirs long ago.
+    fn resume_starved(&mut self) {
+        let memory = &self.limits.memory;
+        let frees = memory.frees();
+        if self.starved.is_empty() || frees == self.frees_seen {
+            return;
+        }
+        self.frees_seen = frees;
+        let mut room = memory.room(false);
+        while room > 0 {
+            let Some(token) = self.starved.pop_front() else {
+                break;
+            };
+            let Some(conn) = self.conns.get_mut(token.0) else {
+                continue;
+            };
+            conn.unmark_awaiting_memory();
+            if conn.state() != State::Closed {
+                self.ready.push(token);
+                room = room.saturating_sub(memory.read_size());
+            }
         }
     }
 
@@ -697,14 +753,10 @@ impl Server {
         self.summary.closed += 1;
         self.summary.bytes += conn.bytes_out();
         self.summary.bytes_in += conn.bytes_in();
-        if let Some(per_ip) = self.per_ip.as_mut() {
-            let ip = conn.peer().ip();
-            if let Some(open) = per_ip.open.get_mut(&ip) {
-                *open -= 1;
-                if *open == 0 {
-                    per_ip.open.remove(&ip);
-                }
-            }
+        self.shared.release(conn.peer().ip());
+        if matches!(&reason, Reason::Error(e) if e.kind() == io::ErrorKind::OutOfMemory) {
+            self.summary.out_of_memory += 1;
+            log::warn!("{}: closed: {reason} (the allocator refused)", conn.peer());
         }
         if log::log_enabled!(log::Level::Debug) {
             let unsent = conn.owed();
@@ -722,6 +774,7 @@ impl Server {
                 },
             );
         }
+        self.conns[key].free_buffer(&self.limits.memory);
         self.closed.push(key);
     }
 
@@ -729,6 +782,10 @@ impl Server {
     /// its socket, which also takes it out of the poll. Freed descriptors
     /// are a chance to resume a paused accept.
     fn end_turn(&mut self) {
+        if !self.starved.is_empty() {
+            self.resume_starved();
+        }
+        self.trim_heap();
         if self.closed.is_empty() {
             return;
         }
@@ -752,6 +809,27 @@ impl Server {
         }
     }
 
+    /// Gives freed heap memory back to the system after a burst.
+    ///
+    /// glibc's `free` keeps what it frees for later allocations and returns
+    /// memory to the system only from the top of its heap, so after
+    /// thousands of slow readers leave, their buffers would stay resident
+    /// for the life of the process. When the buffers' memory has fallen
+    /// [`TRIM_STEP`] below its peak, `malloc_trim` returns the free pages.
+    fn trim_heap(&mut self) {
+        let held = self.limits.memory.held();
+        if held > self.trim_peak {
+            self.trim_peak = held;
+        } else if self.trim_peak - held >= TRIM_STEP {
+            self.trim_peak = held;
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free memory of the heap.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
+
     /// Tries every listener again after `accept` ran out of resources. Edge-
     /// triggered: the connections waiting in the backlog raised their event
     /// already, so only we know to come back for them.
@@ -765,14 +843,17 @@ impl Server {
         }
     }
 
-    /// Accepts every pending connection on listener `i`, until `WouldBlock`.
+    /// Accepts pending connections on listener `i` until `WouldBlock`, or
+    /// [`ACCEPT_BATCH`] of them: then the listener goes on the ready list,
+    /// so that the loop serves (and reaps) what it accepted before it
+    /// takes more.
     fn accept(&mut self, i: usize) {
         if self.accept_paused_until.is_some() {
             // Out of descriptors a moment ago: the retry timer, or the next
             // connection to close, comes back for this backlog.
             return;
         }
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             // The listener may be gone: a stop earlier in this turn closed it.
             let Some(Listener {
                 socket: Socket::Tcp(listener),
@@ -817,17 +898,32 @@ impl Server {
                 }
             }
         }
+        // The batch is spent and the backlog may hold more: no new event
+        // will say so (edge-triggered).
+        self.ready.push(Token(FIRST_SOCKET - i));
     }
 
     /// Registers a freshly accepted connection and gives it a slab slot, or
     /// closes it at once if a connection limit says no.
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        if let Some(refusal) = self.over_limit(peer.ip()) {
+        // A client that connected and reset before we got to it (a connect-
+        // and-reset storm is made of these) is gone already: the reset is
+        // waiting as the socket's error. Drop it before it takes a slot.
+        match stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => {
+                self.summary.reset_early += 1;
+                log::debug!("{peer}: gone before it was served: {}", describe(&e));
+                return;
+            }
+        }
+        if let Err(refusal) = self.shared.admit(peer.ip()) {
             self.summary.rejected += 1;
             if self.limit_warning.allow(Instant::now()) {
                 log::warn!(
-                    "{peer}: refused: {refusal} (further refusals are counted, \
-                     not logged, for {WARN_EVERY:?})"
+                    "{}{peer}: refused: {refusal} (further refusals are counted, \
+                     not logged, for {WARN_EVERY:?})",
+                    self.label
                 );
             } else {
                 log::debug!("{peer}: refused: {refusal}");
@@ -858,36 +954,16 @@ impl Server {
             .registry()
             .register(&mut stream, Token(key), CONNECTION_INTEREST)
         {
+            self.shared.release(peer.ip());
             log::debug!("{peer}: cannot register: {}", describe(&e));
             return;
         }
         entry.insert(Connection::new(Tcp(stream), peer, id, opened));
-        if let Some(per_ip) = self.per_ip.as_mut() {
-            *per_ip.open.entry(peer.ip()).or_insert(0) += 1;
-        }
         if let Some(idle) = self.idle.as_mut() {
             idle.start(key, id, now);
         }
         self.summary.connections += 1;
         log::debug!("{peer}: connected (token {key})");
-    }
-
-    /// Which limit, if any, a new connection from `ip` would break.
-    fn over_limit(&self, ip: IpAddr) -> Option<String> {
-        if self.conns.len() >= self.max_connections {
-            return Some(format!(
-                "{} connections open, the most allowed (--max-connections)",
-                self.max_connections
-            ));
-        }
-        let per_ip = self.per_ip.as_ref()?;
-        let open = per_ip.open.get(&ip).copied().unwrap_or(0) as usize;
-        (open >= per_ip.limit).then(|| {
-            format!(
-                "{ip} already holds {open} connections, the most allowed \
-                 (--max-connections-per-ip)"
-            )
-        })
     }
 
     /// Acts on new requests from handles: log stats, stop, stop now.
@@ -915,6 +991,7 @@ impl Server {
         for signal in arrived {
             match signal {
                 SIGUSR1 => {
+                    self.shared.begin_stats_round();
                     self.log_stats();
                     for f in &self.followers {
                         let _ = f.log_stats();
@@ -1011,19 +1088,126 @@ impl Server {
         now
     }
 
+    /// Logs this loop's counters; the last loop of a group to do so for
+    /// one request also logs the total of all of them.
     fn log_stats(&self) {
-        log::info!("{}stats: {}", self.label, self.snapshot());
+        let figures = self.snapshot();
+        log::info!("{}stats: {figures}", self.label);
+        if let Some(total) = self.shared.report_stats(self.index, figures) {
+            log::info!("stats of all loops: {total}");
+        }
     }
 }
 
-/// Turns an inherited descriptor into a listening socket of ours.
-fn adopt(inherited: Inherited) -> Result<Listener, StartError> {
+/// The whole server's limits for `loops` loops: `config`'s, checked, with
+/// the connection limit lowered to what the descriptors allow.
+pub(crate) fn shared_limits(config: &Config, loops: usize) -> Result<Shared, StartError> {
+    config.validate()?;
+    let socket_count = config.listen.len() + config.udp.len() + config.inherited.len();
+    // Every connection holds a descriptor: never promise more than the
+    // process may open.
+    let fd_limit = net::fd_limit().map_err(|e| StartError::Setup("descriptor limit", e))?;
+    // Each loop holds its own copy of every socket, a poll and a waker.
+    let per_loop_fds = socket_count as u64 + 2;
+    let fd_budget = fd_limit.saturating_sub(RESERVED_FDS + loops as u64 * per_loop_fds);
+    let wanted = (config.max_connections as u64).min(FIRST_RESERVED as u64);
+    let (max_connections, bound_by) = if fd_budget < wanted {
+        (fd_budget, Bound::Descriptors(fd_limit))
+    } else {
+        (wanted, Bound::Flag)
+    };
+    if max_connections == 0 {
+        return Err(StartError::Config(format!(
+            "the open-file limit ({fd_limit}) leaves no descriptors for connections; \
+             raise it with ulimit -n, or lower --max-connections"
+        )));
+    }
+    let read_size = READ_BUF.min(config.max_buffer);
+    Ok(Shared::new(
+        max_connections as usize,
+        bound_by,
+        config.max_connections_per_ip,
+        config.ipv6_prefix,
+        Budget::new(config.max_memory, read_size),
+        loops,
+    ))
+}
+
+/// Opens every socket `config` names: the inherited ones first, then the
+/// TCP and UDP addresses, with `SO_REUSEPORT` if `reuse_port`.
+pub(crate) fn open_sockets(config: &Config, reuse_port: bool) -> Result<Vec<Listener>, StartError> {
+    let socket_count = config.listen.len() + config.udp.len() + config.inherited.len();
+    if socket_count == 0 {
+        return Err(StartError::Config("nothing to listen on".into()));
+    }
+    if socket_count > MAX_SOCKETS {
+        return Err(StartError::Config(format!(
+            "at most {MAX_SOCKETS} listening sockets"
+        )));
+    }
+    let options = SocketOptions {
+        reuse_port,
+        v6_only: config.v6_only,
+        buffer: config.socket_buffer,
+        keepalive: config.keepalive,
+    };
+    let mut sockets = Vec::with_capacity(socket_count);
+    for &inherited in &config.inherited {
+        sockets.push(adopt(inherited, options)?);
+    }
+    for &addr in &config.listen {
+        let socket =
+            net::bind_tcp(addr, options).map_err(|source| StartError::Listen { addr, source })?;
+        sockets.push(listener(Socket::Tcp(socket), addr, false)?);
+    }
+    for &addr in &config.udp {
+        let socket =
+            net::bind_udp(addr, options).map_err(|source| StartError::Listen { addr, source })?;
+        sockets.push(listener(Socket::Udp(socket), addr, false)?);
+    }
+    Ok(sockets)
+}
+
+impl Listener {
+    /// A second descriptor for the same socket, for another loop to serve.
+    fn try_clone(&self) -> Result<Listener, StartError> {
+        let wrap = |source| StartError::Listen {
+            addr: self.addr,
+            source,
+        };
+        let socket = match &self.socket {
+            Socket::Tcp(s) => {
+                let copy = socket2::SockRef::from(s).try_clone().map_err(wrap)?;
+                Socket::Tcp(TcpListener::from_std(copy.into()))
+            }
+            Socket::Udp(s) => {
+                let copy = socket2::SockRef::from(s).try_clone().map_err(wrap)?;
+                Socket::Udp(UdpSocket::from_std(copy.into()))
+            }
+        };
+        Ok(Listener {
+            socket,
+            addr: self.addr,
+            inherited: self.inherited,
+        })
+    }
+}
+
+/// Turns an inherited descriptor into a listening socket of ours, with
+/// the buffer and keepalive options `options` asks for.
+fn adopt(inherited: Inherited, options: SocketOptions) -> Result<Listener, StartError> {
     let wrap = |source| StartError::Setup("inherited socket", source);
     // SAFETY: `listen_fds` checked the descriptor is an open socket, and it
     // stays open for the life of the process; we take a duplicate of it.
     let fd: OwnedFd = unsafe { BorrowedFd::borrow_raw(inherited.fd) }
         .try_clone_to_owned()
         .map_err(wrap)?;
+    net::tune(
+        &socket2::SockRef::from(&fd),
+        inherited.kind == Kind::Tcp,
+        options,
+    )
+    .map_err(wrap)?;
     let socket = match inherited.kind {
         Kind::Tcp => {
             let std = std::net::TcpListener::from(fd);

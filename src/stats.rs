@@ -23,6 +23,11 @@ pub struct Summary {
     pub bytes_in: u64,
     /// Connections closed at once because a connection limit was reached.
     pub rejected: u64,
+    /// Connections dropped at accept because the client had reset them
+    /// already (they never took a slot).
+    pub reset_early: u64,
+    /// Connections closed because the allocator refused their buffer.
+    pub out_of_memory: u64,
     /// Connections closed for being idle.
     pub idle_closed: u64,
     /// `accept` calls that failed for a reason other than one client's.
@@ -42,6 +47,8 @@ impl AddAssign<&Summary> for Summary {
         self.bytes += other.bytes;
         self.bytes_in += other.bytes_in;
         self.rejected += other.rejected;
+        self.reset_early += other.reset_early;
+        self.out_of_memory += other.out_of_memory;
         self.idle_closed += other.idle_closed;
         self.accept_errors += other.accept_errors;
         self.udp.echoed += other.udp.echoed;
@@ -57,14 +64,16 @@ impl fmt::Display for Summary {
         write!(
             f,
             "connections={} active={} closed={} bytes={} bytes_in={} rejected={} \
-             idle_closed={} accept_errors={} udp_echoed={} udp_bytes={} udp_dropped={} \
-             udp_refused={} uptime={:.3}s",
+             reset_early={} out_of_memory={} idle_closed={} accept_errors={} udp_echoed={} \
+             udp_bytes={} udp_dropped={} udp_refused={} uptime={:.3}s",
             self.connections,
             self.active,
             self.closed,
             self.bytes,
             self.bytes_in,
             self.rejected,
+            self.reset_early,
+            self.out_of_memory,
             self.idle_closed,
             self.accept_errors,
             self.udp.echoed,

@@ -473,14 +473,18 @@ fn dual_stack_wildcard_accepts_ipv4_clients() {
 
 // --- Several loops ------------------------------------------------------------
 
-/// `--threads 2`: two threads; 40 connections all echo, the kernel spreads
-/// them over both loops (each loop's SIGUSR1 stats line shows some), and the
-/// summary after SIGTERM adds both loops up.
+/// `--threads 2 --reuse-port`: two threads; 40 connections all echo, the
+/// kernel spreads them over both loops by hash (each loop's SIGUSR1 stats
+/// line shows some, and a third line their total), and the summary after
+/// SIGTERM adds both loops up.
 #[test]
 fn two_threads_share_the_clients_and_add_up_the_summary() {
     const CLIENTS: usize = 40;
     const SEED: u64 = 0x2_7ead;
-    let mut server = EchoServer::start(&["--threads", "2", "-l", "127.0.0.1:0"], None);
+    let mut server = EchoServer::start(
+        &["--threads", "2", "--reuse-port", "-l", "127.0.0.1:0"],
+        None,
+    );
     let addr = server.listening(1)[0];
     server.line_containing("2 loops");
     let pid = server.pid();
@@ -516,6 +520,12 @@ fn two_threads_share_the_clients_and_add_up_the_summary() {
         "one loop got every connection: {per_loop:?}"
     );
     assert_eq!(per_loop.iter().sum::<u64>(), CLIENTS as u64, "{per_loop:?}");
+    let total = server.line_containing("stats of all loops: ");
+    assert_eq!(
+        field(&total, "connections"),
+        Some(CLIENTS.to_string().as_str()),
+        "{total}"
+    );
 
     let lines = stop(server);
     let last = summary(&lines);
@@ -524,10 +534,11 @@ fn two_threads_share_the_clients_and_add_up_the_summary() {
     assert_eq!(field(last, "bytes"), Some(bytes.to_string().as_str()));
 }
 
-/// With several loops the startup line gives the connection limit per loop
-/// and says so: `--threads 2 --max-connections 100` serves 50 per loop.
+/// With several loops the connection limit is still the whole server's, and
+/// the startup line says what set it: `--threads 2 --max-connections 100`
+/// serves 100.
 #[test]
-fn threads_announce_the_connection_limit_per_loop() {
+fn threads_announce_the_connection_limit_of_the_whole_server() {
     let mut server = EchoServer::start(
         &[
             "--threads",
@@ -541,7 +552,7 @@ fn threads_announce_the_connection_limit_per_loop() {
     );
     let line = server.line_containing("serving at most");
     assert!(
-        line.contains("serving at most 50 connections per loop"),
+        line.contains("serving at most 100 connections (set by --max-connections;"),
         "{line}"
     );
     stop(server);

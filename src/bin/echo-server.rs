@@ -41,12 +41,20 @@ struct Args {
     #[arg(long)]
     dual_stack: bool,
 
-    /// Independent poll loops, one per thread, sharing each socket through
-    /// SO_REUSEPORT. 1 keeps the process single-threaded, the cheapest per
-    /// echo; use more only when one core is saturated.
+    /// Independent poll loops, one per thread, sharing each listening
+    /// socket; the limits below are for the whole server, not per loop. 1
+    /// keeps the process single-threaded, the cheapest per echo; use more
+    /// only when one core is saturated.
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+
+    /// Bind with SO_REUSEPORT: each loop gets its own sockets, and other
+    /// processes (other echo-server instances) may serve the same address,
+    /// the kernel spreading connections across all of them. Without it a
+    /// second server on a taken address fails with "address already in use".
+    #[arg(long)]
+    reuse_port: bool,
 
     /// Log the counters at info every SECS seconds (0: only on SIGUSR1 and
     /// at exit).
@@ -62,9 +70,34 @@ struct Args {
 
     /// The most bytes a connection may owe (read, not yet echoed) before the
     /// server stops reading from it and lets TCP push back on the client.
-    /// Accepts K and M suffixes (1K = 1024).
+    /// Accepts K, M and G suffixes (1K = 1024); at most --max-memory.
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_bytes)]
     max_buffer: usize,
+
+    /// The most bytes the buffers of all connections together may hold.
+    /// At the budget, connections that owe bytes stop reading (TCP pushes
+    /// back on their clients) and resume as memory is freed; the last
+    /// eighth is kept for clients whose echoes go straight back.
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_bytes)]
+    max_memory: usize,
+
+    /// Clamp the kernel's send and receive buffers of every socket to
+    /// BYTES (SO_SNDBUF/SO_RCVBUF; Linux doubles it for bookkeeping).
+    /// By default the kernel autotunes them up to several MiB per
+    /// connection for throughput; a clamp bounds the kernel memory a slow
+    /// reader can cost, and one connection's throughput to about BYTES per
+    /// round trip. [default: autotuned]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    socket_buffer: Option<usize>,
+
+    /// TCP keepalive: after SECS without traffic, probe the client three
+    /// times, SECS/3 apart (at least 1 s), and close the connection if it
+    /// never answers, so clients that vanish without FIN or RST (a cable
+    /// pulled, a host powered off) do not hold a slot forever. 0 turns it
+    /// off.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs,
+          allow_negative_numbers = true)]
+    keepalive: Duration,
 
     /// The most connections served at once; past it a new connection is
     /// closed as soon as it is accepted. Never more than the open-file limit
@@ -74,9 +107,16 @@ struct Args {
     max_connections: u32,
 
     /// The most connections one client IP address may hold at once
-    /// (0: no limit).
+    /// (0: no limit). IPv4 clients on a dual-stack socket count as their
+    /// IPv4 address; IPv6 clients count by their --ipv6-prefix.
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_connections_per_ip: u32,
+
+    /// How many leading bits of an IPv6 client's address name one client
+    /// for --max-connections-per-ip (a host is usually given a whole /64).
+    #[arg(long, value_name = "BITS", default_value_t = 64,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    ipv6_prefix: u8,
 
     /// Close a connection after this many seconds without traffic either
     /// way (0: never; RFC 862 lets the client decide when to leave).
@@ -105,16 +145,17 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
     };
     let scale: usize = match unit {
         "" => 1,
-        "K" | "k" | "KiB" => 1024,
-        "M" | "m" | "MiB" => 1024 * 1024,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "m" | "MiB" => 1 << 20,
+        "G" | "g" | "GiB" => 1 << 30,
         _ => return Err("expected a number of bytes, such as 65536, 64K or 1M".into()),
     };
     digits
         .parse::<usize>()
         .ok()
         .and_then(|n| n.checked_mul(scale))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| "expected a number of bytes above 0, such as 65536, 64K or 1M".into())
+        .filter(|&n| n > 0 && n <= mio_echo::config::MAX_BYTES)
+        .ok_or_else(|| "expected a number of bytes from 1 to 1T, such as 65536, 64K or 1M".into())
 }
 
 fn main() -> ExitCode {
@@ -151,14 +192,24 @@ fn main() -> ExitCode {
         inherited,
         v6_only: !args.dual_stack,
         threads: usize::from(args.threads),
+        reuse_port: args.reuse_port,
         stats_interval: nonzero(args.stats_interval),
         shutdown_timeout: args.shutdown_timeout,
         max_buffer: args.max_buffer,
         max_connections: args.max_connections as usize,
         max_connections_per_ip: args.max_connections_per_ip as usize,
+        ipv6_prefix: args.ipv6_prefix,
+        max_memory: args.max_memory,
+        socket_buffer: args.socket_buffer,
+        keepalive: nonzero(args.keepalive),
         idle_timeout: nonzero(args.idle_timeout),
         handle_signals: true,
     };
+    // Flags that parse but cannot go together are a usage error too.
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e} (see --help)");
+        return ExitCode::from(2);
+    }
     let group = match Group::bind(config) {
         Ok(group) => group,
         Err(e) => {
