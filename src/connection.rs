@@ -44,7 +44,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use crate::buffer::{Budget, Pending};
+use crate::buffer::{self, Budget, Pending};
 pub use crate::timers::Tick;
 
 /// Where a connection is in its life. See the module docs for the diagram.
@@ -398,7 +398,7 @@ impl<S: Stream> Connection<S> {
             && wake.short_read_is_empty
             && self.state == State::Open
             && self.pending.is_empty()
-            && !limits.memory.full();
+            && !buffer::any_budget_full();
         if simple {
             match self.stream.read(buf) {
                 Ok(0) => {

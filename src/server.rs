@@ -509,6 +509,14 @@ impl Server {
         if !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
+        if self.deadline.is_none()
+            && self.accept_paused_until.is_none()
+            && self.idle.is_none()
+            && self.next_stats.is_none()
+            && self.starved.is_empty()
+        {
+            return None;
+        }
         let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
         // Memory another loop frees raises no event here: look again soon.
         let memory = (!self.starved.is_empty()).then(|| Instant::now() + MEMORY_RETRY);
@@ -785,10 +793,10 @@ impl Server {
         if !self.starved.is_empty() {
             self.resume_starved();
         }
-        self.trim_heap();
         if self.closed.is_empty() {
             return;
         }
+        self.trim_heap();
         let conns = &self.conns;
         self.ready
             .retain(|t| t.0 >= FIRST_RESERVED || conns[t.0].state() != State::Closed);
