@@ -513,6 +513,7 @@ impl Server {
         }
 
         self.summary.elapsed = self.started.elapsed();
+        self.summary.log_dropped = crate::logging::dropped();
         Ok(self.summary)
     }
 
@@ -1008,6 +1009,7 @@ impl Server {
             now.bytes_in += c.bytes_in();
         }
         now.elapsed = self.started.elapsed();
+        now.log_dropped = crate::logging::dropped();
         now
     }
 
