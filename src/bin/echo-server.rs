@@ -2,6 +2,7 @@
 //!
 //! Everything else lives in the library; read `src/lib.rs` first.
 
+use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use mio_echo::config::DEFAULT_ADDR;
 use mio_echo::group::Group;
-use mio_echo::{systemd, Config};
+use mio_echo::{logging, systemd, Config};
 
 /// An RFC 862 echo server: every byte a client sends comes back to it, in
 /// order, until the client closes.
@@ -117,12 +118,34 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
         .ok_or_else(|| "expected a number of bytes above 0, such as 65536, 64K or 1M".into())
 }
 
+/// Logs to standard error through a writer that never blocks the loop: a
+/// line the output cannot take at once is dropped and counted
+/// (`log_dropped`), see `mio_echo::logging`.
+fn init_logging() {
+    let stderr = logging::Stderr::open();
+    let how = stderr.describe();
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // env_logger colours only its own stderr target by itself; keep the
+    // colours at a terminal unless RUST_LOG_STYLE or NO_COLOR says otherwise.
+    let asked = ["RUST_LOG_STYLE", "NO_COLOR"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !asked && io::stderr().is_terminal() {
+        builder.write_style(env_logger::WriteStyle::Always);
+    }
+    builder
+        .target(env_logger::Target::Pipe(Box::new(stderr)))
+        .init();
+    log::debug!("log output: standard error is {how}");
+}
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => return mio_echo::error::usage_error(e),
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
 
     // Each connection holds a descriptor; ask for every one we may have.
     if let Err(e) = mio_echo::net::raise_fd_limit() {
