@@ -17,10 +17,20 @@ use mio_echo::{logging, systemd, Config};
 ///
 /// One thread, one mio poll loop (or --threads of them). Serves TCP, and UDP
 /// with --udp. Logs go to standard error; set RUST_LOG (error, warn, info,
-/// debug, trace) to choose how much. SIGINT or SIGTERM stops accepting and
-/// lets owed bytes drain, a second one closes at once; SIGUSR1 logs the
-/// counters. Under systemd it serves the sockets passed by socket
-/// activation (LISTEN_FDS) and reports readiness (NOTIFY_SOCKET).
+/// debug, trace) to choose how much. A log line standard error cannot take
+/// at once (an unread pipe, a paused terminal) is dropped and counted as
+/// log_dropped, never waited for. Under systemd it serves the sockets passed
+/// by socket activation (LISTEN_FDS) and reports readiness (NOTIFY_SOCKET).
+///
+/// Signals. SIGINT, SIGTERM: stop accepting, let owed bytes drain (for at
+/// most --shutdown-timeout), log the summary, exit 0; a second one closes
+/// every connection at once.
+///
+/// SIGHUP, SIGUSR1: log the counters (a "stats:" line) and keep serving;
+/// there is nothing else to reload.
+///
+/// SIGUSR2, SIGALRM: log that they mean nothing to this server, and keep
+/// serving.
 #[derive(Parser, Debug)]
 #[command(name = "echo-server", version)]
 struct Args {
