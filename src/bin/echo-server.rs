@@ -34,8 +34,9 @@ use mio_echo::{logging, systemd, Config};
 #[derive(Parser, Debug)]
 #[command(name = "echo-server", version)]
 struct Args {
-    /// TCP address to serve, as IP:PORT ([::1]:PORT for IPv6). Repeat to
-    /// serve several. Port 0 picks a free port; the log says which.
+    /// TCP address to serve, as IP:PORT ([::1]:PORT for IPv6, with an
+    /// interface name or number for a link-local one: [fe80::1%eth0]:PORT).
+    /// Repeat to serve several. Port 0 picks a free port; the log says which.
     /// [default: 127.0.0.1:7007, unless sockets came by socket activation]
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_addr)]
     listen: Vec<SocketAddr>,
@@ -97,9 +98,7 @@ struct Args {
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        "expected IP:PORT, such as 127.0.0.1:7007, 0.0.0.0:7007 or [::1]:7007".to_string()
-    })
+    mio_echo::net::parse_socket_addr(s)
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
