@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use mio_echo::config::DEFAULT_ADDR;
 use mio_echo::group::Group;
-use mio_echo::{logging, systemd, Config};
+use mio_echo::{logging, net, systemd, Config};
 
 /// An RFC 862 echo server: every byte a client sends comes back to it, in
 /// order, until the client closes.
@@ -38,13 +38,13 @@ struct Args {
     /// interface name or number for a link-local one: [fe80::1%eth0]:PORT).
     /// Repeat to serve several. Port 0 picks a free port; the log says which.
     /// [default: 127.0.0.1:7007, unless sockets came by socket activation]
-    #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_addr)]
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = net::parse_socket_addr)]
     listen: Vec<SocketAddr>,
 
     /// UDP address to serve (RFC 862 datagram echo), as IP:PORT. Repeat to
     /// serve several. Replies to ports below 1024, broadcast and multicast
     /// sources are never sent.
-    #[arg(short, long = "udp", value_name = "ADDR", value_parser = parse_addr)]
+    #[arg(short, long = "udp", value_name = "ADDR", value_parser = net::parse_socket_addr)]
     udp: Vec<SocketAddr>,
 
     /// Let an IPv6 wildcard such as [::]:7007 take IPv4 connections too
@@ -95,10 +95,6 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs,
           allow_negative_numbers = true)]
     idle_timeout: Duration,
-}
-
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    mio_echo::net::parse_socket_addr(s)
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
