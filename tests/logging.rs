@@ -8,9 +8,11 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{count, drain, round_trip, server_command, wait, Guarded, DEADLINE, LISTENING};
+use common::{count, round_trip, server_command, wait, Guarded, DEADLINE, LISTENING};
 
 /// Connections opened, echoed and closed one after another. At `debug`
 /// each one logs two lines of about 100 bytes; a pipe holds 64 KiB, so a
@@ -32,7 +34,8 @@ fn one_echo(addr: SocketAddr, i: usize) -> std::io::Result<()> {
 
 /// Standard error a pipe nobody reads, `RUST_LOG=debug`: every one of
 /// 3000 connections in a row is echoed, and once the log is read again
-/// the summary counts the lines that were dropped (`log_dropped`).
+/// the stats and the summary count the lines that were dropped
+/// (`log_dropped`).
 #[test]
 fn an_unread_log_pipe_never_stalls_the_loop() {
     let started = Instant::now();
@@ -69,29 +72,69 @@ fn an_unread_log_pipe_never_stalls_the_loop() {
         }
     }
 
-    // Read the log again, then stop the server.
-    let log = drain(stderr);
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) takes plain integers; the pid is our own child, which
-    // the guard has not reaped yet.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // Read the log again, line by line, on a thread.
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in stderr.lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Until the reader has caught up, the pipe is still full and a line may
+    // be dropped: ask for stats (SIGUSR1) until a `stats:` line gets through.
+    let mut seen = Vec::new();
+    let stats = loop {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no stats line within {DEADLINE:?}: {:?}",
+            tail(&seen)
+        );
+        signal(&child, libc::SIGUSR1);
+        let asked = Instant::now();
+        let found = loop {
+            let left = Duration::from_millis(200).saturating_sub(asked.elapsed());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains("stats: ") => break Some(line),
+                Ok(line) => seen.push(line),
+                Err(RecvTimeoutError::Timeout) => break None,
+                Err(RecvTimeoutError::Disconnected) => panic!("log closed: {:?}", tail(&seen)),
+            }
+        };
+        if let Some(line) = found {
+            break line;
+        }
+    };
+    assert!(count(&stats, "log_dropped") > 0, "{stats}");
+
+    signal(&child, libc::SIGTERM);
     let status = wait(&mut child, started);
-    let log = String::from_utf8_lossy(&log.join().unwrap()).into_owned();
     assert_eq!(status.code(), Some(0), "{status}");
-    let summary = log
-        .lines()
-        .rfind(|l| l.contains("stopped: "))
-        .unwrap_or_else(|| panic!("no summary in the log's last lines: {:?}", tail(&log)));
+    let summary = loop {
+        match lines.recv_timeout(DEADLINE) {
+            Ok(line) if line.contains("stopped: ") => break line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no summary in the log; its last lines: {:?}", tail(&seen)),
+        }
+    };
     assert_eq!(
-        count(summary, "connections"),
+        count(&summary, "connections"),
         CONNECTIONS as u64,
         "{summary}"
     );
-    assert!(count(summary, "log_dropped") > 0, "{summary}");
+    assert!(count(&summary, "log_dropped") > 0, "{summary}");
 }
 
-/// The last few lines of `log`, for a failure message.
-fn tail(log: &str) -> Vec<&str> {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(5)..].to_vec()
+/// Sends `signal` to `child`, a process this test started.
+fn signal(child: &Guarded, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) takes plain integers; the pid is our own child, which
+    // the guard has not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// The last few of `lines`, for a failure message.
+fn tail(lines: &[String]) -> &[String] {
+    &lines[lines.len().saturating_sub(5)..]
 }
