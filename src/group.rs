@@ -141,6 +141,8 @@ impl Group {
                 .map_err(|_| io::Error::other("a loop's thread panicked"))??;
             total += &summary;
         }
+        // One count for the process, read once all loops are done.
+        total.log_dropped = crate::logging::dropped();
         Ok(total)
     }
 }

@@ -176,6 +176,7 @@
 //! | configuration and defaults | [`config`] |
 //! | errors a person reads | [`error`] |
 //! | counters, stats lines and the exit summary | [`stats`] |
+//! | log output that never blocks the loop | [`logging`] |
 //! | the blocking client behind `echo-client` | [`client`] |
 //! | the load generator behind `echo-bench` | [`load`] |
 
@@ -189,6 +190,7 @@ pub mod error;
 pub mod group;
 pub mod limits;
 pub mod load;
+pub mod logging;
 pub mod net;
 pub mod server;
 pub mod stats;

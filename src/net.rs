@@ -1,5 +1,5 @@
-//! Listening sockets with the options std and mio leave out, and the
-//! process's budget of descriptors.
+//! Listening sockets with the options std and mio leave out, the
+//! addresses they are given, and the process's budget of descriptors.
 //!
 //! `std::net::TcpListener::bind` and mio's `TcpListener::bind` both listen
 //! with a backlog of 128: in a connection storm the kernel drops the SYNs
@@ -7,10 +7,17 @@
 //! socket with `socket2` instead and ask for the largest backlog; the kernel
 //! clamps it to `net.core.somaxconn`.
 //!
+//! Addresses come from [`parse_socket_addr`], which takes what std's parser
+//! takes and an IPv6 scope by interface name as well (`[fe80::1%eth0]:7`).
+//! An IPv4-mapped address (`[::ffff:127.0.0.1]:7`) is IPv4 seen through an
+//! IPv6 socket; Linux binds one only with `IPV6_V6ONLY` off, so such a
+//! socket always has it off.
+//!
 //! Read next: [`crate::server`], which registers these listeners.
 
+use std::ffi::CString;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
@@ -61,6 +68,44 @@ pub fn tune(socket: &SockRef<'_>, tcp: bool, options: SocketOptions) -> io::Resu
     Ok(())
 }
 
+/// What an address on the command line may look like.
+const EXPECTED: &str =
+    "expected IP:PORT, such as 127.0.0.1:7007, 0.0.0.0:7007, [::1]:7007 or [fe80::1%eth0]:7007";
+
+/// Parses `IP:PORT`, `[IPv6]:PORT` or `[IPv6%SCOPE]:PORT`, where the scope
+/// is an interface's number or its name (`[fe80::1%eth0]:7007`).
+///
+/// std's parser takes a numeric scope only; a name is looked up with
+/// `if_nametoindex`. The error is one line a person can act on.
+pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let scoped = || -> Option<(Ipv6Addr, &str, u16)> {
+        let (inside, port) = s.strip_prefix('[')?.split_once("]:")?;
+        let (ip, scope) = inside.split_once('%')?;
+        Some((ip.parse().ok()?, scope, port.parse().ok()?))
+    };
+    match scoped() {
+        Some((ip, scope, port)) if !scope.is_empty() => {
+            let index = interface_index(scope).ok_or_else(|| {
+                format!("no network interface is named {scope:?} (`ip link` lists them)")
+            })?;
+            Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, index)))
+        }
+        _ => Err(EXPECTED.into()),
+    }
+}
+
+/// The index of the network interface called `name`, if there is one.
+fn interface_index(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads one NUL-terminated string, which lives
+    // across the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
 /// A non-blocking TCP listener on `addr`, ready to register with a poll.
 pub fn bind_tcp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net::TcpListener> {
     let socket = new_socket(addr, Type::STREAM, Protocol::TCP, options)?;
@@ -70,7 +115,7 @@ pub fn bind_tcp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net
     // Before `listen`: the receive buffer sets the window scale that the
     // handshake of every accepted connection announces.
     tune(&SockRef::from(&socket), true, options)?;
-    socket.bind(&addr.into())?;
+    bind(&socket, addr)?;
     socket.listen(BACKLOG)?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
 }
@@ -79,8 +124,34 @@ pub fn bind_tcp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net
 pub fn bind_udp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net::UdpSocket> {
     let socket = new_socket(addr, Type::DGRAM, Protocol::UDP, options)?;
     tune(&SockRef::from(&socket), false, options)?;
-    socket.bind(&addr.into())?;
+    bind(&socket, addr)?;
     Ok(mio::net::UdpSocket::from_std(socket.into()))
+}
+
+/// `bind`, with the reason spelled out where the kernel says only "invalid
+/// argument" about an IPv6 address.
+fn bind(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    socket.bind(&addr.into()).map_err(|e| {
+        let SocketAddr::V6(v6) = addr else { return e };
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return e;
+        }
+        let why = if let Some(v4) = v6.ip().to_ipv4_mapped() {
+            format!(
+                "this system does not bind IPv4-mapped addresses; use {}",
+                SocketAddr::from((v4, v6.port()))
+            )
+        } else if v6.ip().is_unicast_link_local() && v6.scope_id() == 0 {
+            format!(
+                "a link-local address needs its interface, such as [{}%eth0]:{}",
+                v6.ip(),
+                v6.port()
+            )
+        } else {
+            return e;
+        };
+        io::Error::new(e.kind(), why)
+    })
 }
 
 fn new_socket(
@@ -90,8 +161,11 @@ fn new_socket(
     options: SocketOptions,
 ) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(options.v6_only)?;
+    if let SocketAddr::V6(v6) = addr {
+        // A mapped address is IPv4: an IPv6-only socket cannot bind it
+        // (Linux says EINVAL), whatever --dual-stack says.
+        let mapped = v6.ip().to_ipv4_mapped().is_some();
+        socket.set_only_v6(options.v6_only && !mapped)?;
     }
     if options.reuse_port {
         socket.set_reuse_port(true)?;
@@ -145,4 +219,80 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What std's parser takes, this one takes, to the same address.
+    #[test]
+    fn plain_addresses_parse_as_std_parses_them() {
+        for s in ["127.0.0.1:7007", "0.0.0.0:0", "[::1]:7007", "[fe80::1%2]:7"] {
+            assert_eq!(parse_socket_addr(s), Ok(s.parse().unwrap()), "{s}");
+        }
+    }
+
+    /// A scope may name an interface: `lo` is the loopback's index.
+    #[test]
+    fn a_scope_may_be_an_interface_name() {
+        let lo = interface_index("lo").expect("a loopback interface named lo");
+        let addr = parse_socket_addr("[fe80::1%lo]:7007").unwrap();
+        let SocketAddr::V6(v6) = addr else {
+            panic!("{addr}")
+        };
+        assert_eq!(v6.scope_id(), lo);
+        assert_eq!(v6.port(), 7007);
+        assert_eq!(*v6.ip(), "fe80::1".parse::<Ipv6Addr>().unwrap());
+    }
+
+    /// An unknown interface is named in the error; a malformed address
+    /// says what is expected. Neither panics.
+    #[test]
+    fn bad_scopes_and_addresses_are_one_line_errors() {
+        let e = parse_socket_addr("[fe80::1%nosuch0]:7").unwrap_err();
+        assert!(e.contains("\"nosuch0\""), "{e}");
+        for bad in [
+            "[fe80::1%]:7",
+            "[fe80::1%lo]",
+            "[fe80::1%lo]:70000",
+            "[fe80::1%lo\0]:7",
+            "[nonsense%lo]:7",
+            "127.0.0.1%lo:7",
+            "",
+        ] {
+            let e = parse_socket_addr(bad).unwrap_err();
+            assert!(!e.contains('\n'), "{bad:?}: {e}");
+            assert!(
+                e.starts_with("expected IP:PORT") || e.contains("interface"),
+                "{e}"
+            );
+        }
+    }
+
+    /// An IPv4-mapped address binds with IPV6_V6ONLY on (the default) and
+    /// takes IPv4 connections to the address it maps.
+    #[test]
+    fn a_mapped_address_binds_whatever_v6_only_says() {
+        let addr = parse_socket_addr("[::ffff:127.0.0.1]:0").unwrap();
+        let options = SocketOptions {
+            v6_only: true,
+            ..SocketOptions::default()
+        };
+        let listener = bind_tcp(addr, options).expect("bind a mapped address");
+        let port = listener.local_addr().unwrap().port();
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect over IPv4");
+    }
+
+    /// A link-local address without its interface: the error says so
+    /// instead of the kernel's bare "invalid argument".
+    #[test]
+    fn a_link_local_address_without_a_scope_says_what_it_lacks() {
+        let addr = parse_socket_addr("[fe80::1]:0").unwrap();
+        let Err(e) = bind_tcp(addr, SocketOptions::default()) else {
+            return; // Some system bound it after all: nothing to explain.
+        };
+        let text = crate::error::describe(&e);
+        assert!(text.contains("needs its interface"), "{text}");
+    }
 }

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGALRM, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -120,7 +120,7 @@ const CONNECTION_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE)
 
 /// A [`Handle`] has a request (stop, or log stats).
 const WAKER: Token = Token(usize::MAX);
-/// SIGINT, SIGTERM or SIGUSR1 arrived (through signal-hook's self-pipe).
+/// A signal arrived (through signal-hook's self-pipe); see `signal_event`.
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// Listening socket `i` (TCP or UDP) has token `FIRST_SOCKET - i`.
 const FIRST_SOCKET: usize = usize::MAX - 2;
@@ -274,7 +274,9 @@ impl Server {
         }
 
         let signals = if config.handle_signals && index == 0 {
-            let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
+            // Every signal whose default action would end the process
+            // without a drain or a summary, and that an operator may send.
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM])
                 .map_err(|e| StartError::Setup("signal pipe", e))?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)
@@ -499,6 +501,7 @@ impl Server {
         }
 
         self.summary.elapsed = self.started.elapsed();
+        self.summary.log_dropped = crate::logging::dropped();
         Ok(self.summary)
     }
 
@@ -991,6 +994,12 @@ impl Server {
     }
 
     /// Reads the signal pipe and acts on every signal in it.
+    ///
+    /// SIGINT and SIGTERM stop (a second one closes everything). SIGHUP and
+    /// SIGUSR1 log the counters: `kill -HUP` is how daemons are asked to
+    /// reload, and there is nothing else to reload. SIGUSR2 and SIGALRM mean
+    /// nothing here; caught, they cannot end the process by their default
+    /// action.
     fn signal_event(&mut self, buf: &mut [u8]) {
         let Some(signals) = self.signals.as_mut() else {
             return;
@@ -998,7 +1007,7 @@ impl Server {
         let arrived: Vec<i32> = signals.pending().collect();
         for signal in arrived {
             match signal {
-                SIGUSR1 => {
+                SIGHUP | SIGUSR1 => {
                     self.shared.begin_stats_round();
                     self.log_stats();
                     for f in &self.followers {
@@ -1006,7 +1015,19 @@ impl Server {
                     }
                 }
                 SIGINT => self.stop_requested("SIGINT", buf),
-                _ => self.stop_requested("SIGTERM", buf),
+                SIGTERM => self.stop_requested("SIGTERM", buf),
+                SIGUSR2 | SIGALRM => {
+                    let name = if signal == SIGUSR2 {
+                        "SIGUSR2"
+                    } else {
+                        "SIGALRM"
+                    };
+                    log::info!(
+                        "{}{name}: has no meaning for this server; ignored",
+                        self.label
+                    );
+                }
+                other => log::debug!("signal {other}: not handled; ignored"),
             }
         }
     }
@@ -1093,6 +1114,7 @@ impl Server {
             now.bytes_in += c.bytes_in();
         }
         now.elapsed = self.started.elapsed();
+        now.log_dropped = crate::logging::dropped();
         now
     }
 

@@ -34,11 +34,16 @@ pub struct Summary {
     pub accept_errors: u64,
     /// What the UDP sockets did.
     pub udp: UdpCounts,
+    /// Log lines dropped because the log output could not take them
+    /// without waiting ([`crate::logging::dropped`]). One count for the
+    /// whole process, not one per loop.
+    pub log_dropped: u64,
     /// How long the loop ran.
     pub elapsed: Duration,
 }
 
-/// Adds up the loops of a group; the elapsed time is the longest.
+/// Adds up the loops of a group; the elapsed time is the longest, and
+/// `log_dropped`, one count for the whole process, is not added up either.
 impl AddAssign<&Summary> for Summary {
     fn add_assign(&mut self, other: &Summary) {
         self.connections += other.connections;
@@ -55,6 +60,7 @@ impl AddAssign<&Summary> for Summary {
         self.udp.bytes += other.udp.bytes;
         self.udp.dropped += other.udp.dropped;
         self.udp.refused += other.udp.refused;
+        self.log_dropped = self.log_dropped.max(other.log_dropped);
         self.elapsed = self.elapsed.max(other.elapsed);
     }
 }
@@ -65,7 +71,7 @@ impl fmt::Display for Summary {
             f,
             "connections={} active={} closed={} bytes={} bytes_in={} rejected={} \
              reset_early={} out_of_memory={} idle_closed={} accept_errors={} udp_echoed={} \
-             udp_bytes={} udp_dropped={} udp_refused={} uptime={:.3}s",
+             udp_bytes={} udp_dropped={} udp_refused={} log_dropped={} uptime={:.3}s",
             self.connections,
             self.active,
             self.closed,
@@ -80,7 +86,29 @@ impl fmt::Display for Summary {
             self.udp.bytes,
             self.udp.dropped,
             self.udp.refused,
+            self.log_dropped,
             self.elapsed.as_secs_f64()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each loop of a group reports the process's one `log_dropped`
+    /// count: adding the loops up does not multiply it.
+    #[test]
+    fn adding_up_loops_keeps_one_log_dropped_count() {
+        let loop_summary = Summary {
+            connections: 2,
+            log_dropped: 7,
+            ..Summary::default()
+        };
+        let mut total = loop_summary.clone();
+        total += &loop_summary;
+        assert_eq!(total.connections, 4);
+        assert_eq!(total.log_dropped, 7);
+        assert!(total.to_string().contains(" log_dropped=7 "), "{total}");
     }
 }

@@ -26,9 +26,10 @@ use mio_echo::config::DEFAULT_ADDR;
 #[derive(Parser, Debug)]
 #[command(name = "echo-client", version)]
 struct Args {
-    /// The server: IP:PORT, [IPv6]:PORT or HOST:PORT (over TCP every
-    /// address the name resolves to is tried; over UDP, the first).
-    #[arg(value_name = "ADDR", default_value = DEFAULT_ADDR)]
+    /// The server: IP:PORT, [IPv6]:PORT, [IPv6%INTERFACE]:PORT or HOST:PORT
+    /// (over TCP every address the name resolves to is tried; over UDP, the
+    /// first).
+    #[arg(value_name = "ADDR", default_value = DEFAULT_ADDR, value_parser = parse_addr)]
     addr: String,
 
     /// Send TEXT and a newline instead of reading standard input, print the
@@ -48,6 +49,18 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs,
           allow_negative_numbers = true)]
     timeout: Duration,
+}
+
+/// The server's address, as the client library resolves it. An IPv6 scope
+/// by interface name (`[fe80::1%eth0]:7007`) becomes the interface's
+/// number, which std's resolver takes; an unknown interface is a usage
+/// error. Anything else, host names included, is left to the resolver.
+fn parse_addr(s: &str) -> Result<String, String> {
+    if s.starts_with('[') && s.contains('%') {
+        mio_echo::net::parse_socket_addr(s).map(|addr| addr.to_string())
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 /// A positive number of seconds. Zero is refused as well as negatives: the

@@ -2,6 +2,7 @@
 //!
 //! Everything else lives in the library; read `src/lib.rs` first.
 
+use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,30 +10,41 @@ use std::time::Duration;
 use clap::Parser;
 use mio_echo::config::DEFAULT_ADDR;
 use mio_echo::group::Group;
-use mio_echo::{systemd, Config};
+use mio_echo::{logging, net, systemd, Config};
 
 /// An RFC 862 echo server: every byte a client sends comes back to it, in
 /// order, until the client closes.
 ///
 /// One thread, one mio poll loop (or --threads of them). Serves TCP, and UDP
 /// with --udp. Logs go to standard error; set RUST_LOG (error, warn, info,
-/// debug, trace) to choose how much. SIGINT or SIGTERM stops accepting and
-/// lets owed bytes drain, a second one closes at once; SIGUSR1 logs the
-/// counters. Under systemd it serves the sockets passed by socket
-/// activation (LISTEN_FDS) and reports readiness (NOTIFY_SOCKET).
+/// debug, trace) to choose how much. A log line standard error cannot take
+/// at once (an unread pipe, a paused terminal) is dropped and counted as
+/// log_dropped, never waited for. Under systemd it serves the sockets passed
+/// by socket activation (LISTEN_FDS) and reports readiness (NOTIFY_SOCKET).
+///
+/// Signals. SIGINT, SIGTERM: stop accepting, let owed bytes drain (for at
+/// most --shutdown-timeout), log the summary, exit 0; a second one closes
+/// every connection at once.
+///
+/// SIGHUP, SIGUSR1: log the counters (a "stats:" line) and keep serving;
+/// there is nothing else to reload.
+///
+/// SIGUSR2, SIGALRM: log that they mean nothing to this server, and keep
+/// serving.
 #[derive(Parser, Debug)]
 #[command(name = "echo-server", version)]
 struct Args {
-    /// TCP address to serve, as IP:PORT ([::1]:PORT for IPv6). Repeat to
-    /// serve several. Port 0 picks a free port; the log says which.
+    /// TCP address to serve, as IP:PORT ([::1]:PORT for IPv6, with an
+    /// interface name or number for a link-local one: [fe80::1%eth0]:PORT).
+    /// Repeat to serve several. Port 0 picks a free port; the log says which.
     /// [default: 127.0.0.1:7007, unless sockets came by socket activation]
-    #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_addr)]
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = net::parse_socket_addr)]
     listen: Vec<SocketAddr>,
 
     /// UDP address to serve (RFC 862 datagram echo), as IP:PORT. Repeat to
     /// serve several. Replies to ports below 1024, broadcast and multicast
     /// sources are never sent.
-    #[arg(short, long = "udp", value_name = "ADDR", value_parser = parse_addr)]
+    #[arg(short, long = "udp", value_name = "ADDR", value_parser = net::parse_socket_addr)]
     udp: Vec<SocketAddr>,
 
     /// Let an IPv6 wildcard such as [::]:7007 take IPv4 connections too
@@ -125,12 +137,6 @@ struct Args {
     idle_timeout: Duration,
 }
 
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        "expected IP:PORT, such as 127.0.0.1:7007, 0.0.0.0:7007 or [::1]:7007".to_string()
-    })
-}
-
 fn parse_secs(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
         .ok()
@@ -158,12 +164,34 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
         .ok_or_else(|| "expected a number of bytes from 1 to 1T, such as 65536, 64K or 1M".into())
 }
 
+/// Logs to standard error through a writer that never blocks the loop: a
+/// line the output cannot take at once is dropped and counted
+/// (`log_dropped`), see `mio_echo::logging`.
+fn init_logging() {
+    let stderr = logging::Stderr::open();
+    let how = stderr.describe();
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // env_logger colours only its own stderr target by itself; keep the
+    // colours at a terminal unless RUST_LOG_STYLE or NO_COLOR says otherwise.
+    let asked = ["RUST_LOG_STYLE", "NO_COLOR"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !asked && io::stderr().is_terminal() {
+        builder.write_style(env_logger::WriteStyle::Always);
+    }
+    builder
+        .target(env_logger::Target::Pipe(Box::new(stderr)))
+        .init();
+    log::debug!("log output: standard error is {how}");
+}
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => return mio_echo::error::usage_error(e),
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
 
     // Each connection holds a descriptor; ask for every one we may have.
     if let Err(e) = mio_echo::net::raise_fd_limit() {
