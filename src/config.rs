@@ -48,6 +48,13 @@ pub struct Config {
     /// Log the counters at `info` this often (`None`: only on SIGUSR1 and
     /// at exit).
     pub stats_interval: Option<Duration>,
+    /// UDP replies per second to one source (an IP address, an IPv6 /64),
+    /// with a burst of as many: a loop with another echo server costs at
+    /// most this many replies. At least 1.
+    pub udp_rate_per_source: u32,
+    /// UDP replies per second to all sources together, with a burst of as
+    /// many, however many sources there are. At least 1.
+    pub udp_rate: u32,
     /// Whether SIGINT and SIGTERM stop the server (and SIGUSR1 logs stats). The binary sets this;
     /// tests that run a server inside their own process leave it off and
     /// stop it through a [`crate::Handle`].
@@ -68,6 +75,8 @@ impl Default for Config {
             max_connections_per_ip: 0,
             idle_timeout: None,
             stats_interval: None,
+            udp_rate_per_source: crate::udp::DEFAULT_RATE_PER_SOURCE,
+            udp_rate: crate::udp::DEFAULT_RATE,
             handle_signals: false,
         }
     }

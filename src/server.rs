@@ -134,8 +134,8 @@ pub struct Server {
     started: Instant,
     /// The next connection's serial number.
     next_id: u32,
-    /// Replies per UDP source per second (see [`udp::SourceLimit`]).
-    udp_limit: udp::SourceLimit,
+    /// The rate limits on UDP replies (see [`udp::ReplyLimit`]).
+    udp_limit: udp::ReplyLimit,
     /// Set while `accept` is failing for want of resources.
     accept_paused_until: Option<Instant>,
     accept_warning: RateLimit,
@@ -154,6 +154,8 @@ struct Listener {
     socket: Socket,
     addr: SocketAddr,
     inherited: bool,
+    /// For UDP, the kernel's count of dropped datagrams as last seen.
+    drops_seen: u32,
 }
 
 enum Socket {
@@ -235,6 +237,11 @@ impl Server {
         if config.max_buffer == 0 {
             return Err(StartError::Config("--max-buffer must be at least 1".into()));
         }
+        if config.udp_rate_per_source == 0 || config.udp_rate == 0 {
+            return Err(StartError::Config(
+                "--udp-rate-per-source and --udp-rate must be at least 1".into(),
+            ));
+        }
         let day = Duration::from_secs(86_400);
         if config.shutdown_timeout > 24 * day {
             return Err(StartError::Config(
@@ -296,7 +303,13 @@ impl Server {
             let token = Token(FIRST_SOCKET - i);
             let registered = match &mut l.socket {
                 Socket::Tcp(s) => poll.registry().register(s, token, Interest::READABLE),
-                Socket::Udp(s) => poll.registry().register(s, token, Interest::READABLE),
+                Socket::Udp(s) => {
+                    if let Err(e) = udp::count_overflow(s) {
+                        let e = crate::error::describe(&e);
+                        log::warn!("udp://{}: kernel drops will not be counted: {e}", l.addr);
+                    }
+                    poll.registry().register(s, token, Interest::READABLE)
+                }
             };
             registered.map_err(|source| StartError::Listen {
                 addr: l.addr,
@@ -340,7 +353,11 @@ impl Server {
             next_stats: None,
             started: Instant::now(),
             next_id: 0,
-            udp_limit: udp::SourceLimit::default(),
+            // The total is for the whole process: each loop takes its share.
+            udp_limit: udp::ReplyLimit::new(
+                config.udp_rate_per_source,
+                (config.udp_rate as usize).div_ceil(threads) as u32,
+            ),
             accept_paused_until: None,
             accept_warning: RateLimit::new(WARN_EVERY),
             limit_warning: RateLimit::new(WARN_EVERY),
@@ -628,16 +645,25 @@ impl Server {
     /// Readiness on a listening socket: accept, or echo datagrams.
     fn socket_event(&mut self, token: Token, dgram: &mut [u8]) {
         let i = FIRST_SOCKET - token.0;
-        match self.sockets.get(i).map(|l| &l.socket) {
-            Some(Socket::Tcp(_)) => self.accept(i),
-            Some(Socket::Udp(socket)) => {
-                let local = self.sockets[i].addr;
-                let now_secs = self.started.elapsed().as_secs();
+        match self.sockets.get_mut(i) {
+            Some(Listener {
+                socket: Socket::Tcp(_),
+                ..
+            }) => self.accept(i),
+            Some(Listener {
+                socket: Socket::Udp(socket),
+                addr,
+                drops_seen,
+                ..
+            }) => {
+                // One clock reading for the pass's rate limits.
+                let now = self.started.elapsed().as_nanos() as u64;
                 let budget_spent = udp::echo_pass(
                     socket,
-                    local,
+                    *addr,
                     &mut self.udp_limit,
-                    now_secs,
+                    now,
+                    drops_seen,
                     dgram,
                     &mut self.summary.udp,
                 );
@@ -1045,6 +1071,7 @@ fn adopt(inherited: Inherited) -> Result<Listener, StartError> {
         socket,
         addr,
         inherited: true,
+        drops_seen: 0,
     })
 }
 
@@ -1062,6 +1089,7 @@ fn listener(socket: Socket, asked: SocketAddr, inherited: bool) -> Result<Listen
         socket,
         addr,
         inherited,
+        drops_seen: 0,
     })
 }
 

@@ -48,6 +48,8 @@ impl AddAssign<&Summary> for Summary {
         self.udp.bytes += other.udp.bytes;
         self.udp.dropped += other.udp.dropped;
         self.udp.refused += other.udp.refused;
+        self.udp.limited += other.udp.limited;
+        self.udp.overflow += other.udp.overflow;
         self.elapsed = self.elapsed.max(other.elapsed);
     }
 }
@@ -58,7 +60,7 @@ impl fmt::Display for Summary {
             f,
             "connections={} active={} closed={} bytes={} bytes_in={} rejected={} \
              idle_closed={} accept_errors={} udp_echoed={} udp_bytes={} udp_dropped={} \
-             udp_refused={} uptime={:.3}s",
+             udp_refused={} udp_limited={} udp_overflow={} uptime={:.3}s",
             self.connections,
             self.active,
             self.closed,
@@ -71,6 +73,8 @@ impl fmt::Display for Summary {
             self.udp.bytes,
             self.udp.dropped,
             self.udp.refused,
+            self.udp.limited,
+            self.udp.overflow,
             self.elapsed.as_secs_f64()
         )
     }
