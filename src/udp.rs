@@ -49,7 +49,9 @@
 //! With `--threads N` each loop keeps its own buckets, and the total rate is
 //! split between the loops. The kernel sends one source address and port to
 //! one loop, so a loop between two servers still costs one burst; a source
-//! sending from many ports may reach every loop.
+//! sending from many ports may reach every loop. The loops then also share
+//! each socket passed by socket activation, and each counts the drops it
+//! learns of, so there `overflow` may count one drop once per loop.
 //!
 //! A reply goes out from the socket's address. On a host with several
 //! addresses, a socket bound to a wildcard (`0.0.0.0:7`) may answer from a
