@@ -81,6 +81,13 @@ pub struct Config {
     /// Log the counters at `info` this often (`None`: only on SIGUSR1 and
     /// at exit).
     pub stats_interval: Option<Duration>,
+    /// UDP replies per second to one source (an IP address, an IPv6 /64),
+    /// with a burst of as many: a loop with another echo server costs at
+    /// most this many replies. At least 1.
+    pub udp_rate_per_source: u32,
+    /// UDP replies per second to all sources together, with a burst of as
+    /// many, however many sources there are. At least 1.
+    pub udp_rate: u32,
     /// Whether SIGINT and SIGTERM stop the server (and SIGUSR1 logs stats). The binary sets this;
     /// tests that run a server inside their own process leave it off and
     /// stop it through a [`crate::Handle`].
@@ -106,6 +113,8 @@ impl Default for Config {
             keepalive: Some(DEFAULT_KEEPALIVE),
             idle_timeout: None,
             stats_interval: None,
+            udp_rate_per_source: crate::udp::DEFAULT_RATE_PER_SOURCE,
+            udp_rate: crate::udp::DEFAULT_RATE,
             handle_signals: false,
         }
     }
@@ -133,6 +142,9 @@ impl Config {
             if !(1024..=(1 << 30)).contains(&size) {
                 return bad("--socket-buffer must be between 1K and 1G".into());
             }
+        }
+        if self.udp_rate_per_source == 0 || self.udp_rate == 0 {
+            return bad("--udp-rate-per-source and --udp-rate must be at least 1".into());
         }
         if self.ipv6_prefix == 0 || self.ipv6_prefix > 128 {
             return bad("--ipv6-prefix must be between 1 and 128".into());

@@ -94,6 +94,11 @@ impl Shared {
         self.max_connections
     }
 
+    /// How many loops share these limits.
+    pub(crate) fn loops(&self) -> usize {
+        self.loops
+    }
+
     /// What set [`Shared::max_connections`].
     pub(crate) fn bound_by(&self) -> Bound {
         self.bound_by

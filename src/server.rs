@@ -158,8 +158,8 @@ pub struct Server {
     started: Instant,
     /// The next connection's serial number.
     next_id: u32,
-    /// Replies per UDP source per second (see [`udp::SourceLimit`]).
-    udp_limit: udp::SourceLimit,
+    /// The rate limits on UDP replies (see [`udp::ReplyLimit`]).
+    udp_limit: udp::ReplyLimit,
     /// Set while `accept` is failing for want of resources.
     accept_paused_until: Option<Instant>,
     accept_warning: RateLimit,
@@ -186,6 +186,9 @@ pub(crate) struct Listener {
     socket: Socket,
     addr: SocketAddr,
     inherited: bool,
+    /// For UDP, the kernel's count of dropped datagrams as last seen, by
+    /// any loop serving this socket.
+    drops_seen: Arc<AtomicU32>,
 }
 
 enum Socket {
@@ -265,7 +268,13 @@ impl Server {
             let token = Token(FIRST_SOCKET - i);
             let registered = match &mut l.socket {
                 Socket::Tcp(s) => poll.registry().register(s, token, Interest::READABLE),
-                Socket::Udp(s) => poll.registry().register(s, token, Interest::READABLE),
+                Socket::Udp(s) => {
+                    if let Err(e) = udp::count_overflow(s) {
+                        let e = crate::error::describe(&e);
+                        log::warn!("udp://{}: kernel drops will not be counted: {e}", l.addr);
+                    }
+                    poll.registry().register(s, token, Interest::READABLE)
+                }
             };
             registered.map_err(|source| StartError::Listen {
                 addr: l.addr,
@@ -289,6 +298,11 @@ impl Server {
         // A loop may hold every connection of the server: the kernel hashes
         // or hands them out unevenly.
         let max_connections = shared.max_connections();
+        // The total UDP rate is the server's: each loop takes its share.
+        let udp_limit = udp::ReplyLimit::new(
+            config.udp_rate_per_source,
+            (config.udp_rate as usize).div_ceil(shared.loops()) as u32,
+        );
         Ok(Server {
             poll,
             sockets,
@@ -312,7 +326,7 @@ impl Server {
             next_stats: None,
             started: Instant::now(),
             next_id: 0,
-            udp_limit: udp::SourceLimit::default(),
+            udp_limit,
             accept_paused_until: None,
             accept_warning: RateLimit::new(WARN_EVERY),
             limit_warning: RateLimit::new(WARN_EVERY),
@@ -651,16 +665,25 @@ impl Server {
     /// Readiness on a listening socket: accept, or echo datagrams.
     fn socket_event(&mut self, token: Token, dgram: &mut [u8]) {
         let i = FIRST_SOCKET - token.0;
-        match self.sockets.get(i).map(|l| &l.socket) {
-            Some(Socket::Tcp(_)) => self.accept(i),
-            Some(Socket::Udp(socket)) => {
-                let local = self.sockets[i].addr;
-                let now_secs = self.started.elapsed().as_secs();
+        match self.sockets.get_mut(i) {
+            Some(Listener {
+                socket: Socket::Tcp(_),
+                ..
+            }) => self.accept(i),
+            Some(Listener {
+                socket: Socket::Udp(socket),
+                addr,
+                drops_seen,
+                ..
+            }) => {
+                // One clock reading for the pass's rate limits.
+                let now = self.started.elapsed().as_nanos() as u64;
                 let budget_spent = udp::echo_pass(
                     socket,
-                    local,
+                    *addr,
                     &mut self.udp_limit,
-                    now_secs,
+                    now,
+                    drops_seen,
                     dgram,
                     &mut self.summary.udp,
                 );
@@ -1219,6 +1242,7 @@ impl Listener {
             socket,
             addr: self.addr,
             inherited: self.inherited,
+            drops_seen: Arc::clone(&self.drops_seen),
         })
     }
 }
@@ -1259,6 +1283,7 @@ fn adopt(inherited: Inherited, options: SocketOptions) -> Result<Listener, Start
         socket,
         addr,
         inherited: true,
+        drops_seen: Arc::default(),
     })
 }
 
@@ -1276,6 +1301,7 @@ fn listener(socket: Socket, asked: SocketAddr, inherited: bool) -> Result<Listen
         socket,
         addr,
         inherited,
+        drops_seen: Arc::default(),
     })
 }
 

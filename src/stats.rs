@@ -61,6 +61,8 @@ impl AddAssign<&Summary> for Summary {
         self.udp.dropped += other.udp.dropped;
         self.udp.refused += other.udp.refused;
         self.log_dropped = self.log_dropped.max(other.log_dropped);
+        self.udp.limited += other.udp.limited;
+        self.udp.overflow += other.udp.overflow;
         self.elapsed = self.elapsed.max(other.elapsed);
     }
 }
@@ -71,7 +73,8 @@ impl fmt::Display for Summary {
             f,
             "connections={} active={} closed={} bytes={} bytes_in={} rejected={} \
              reset_early={} out_of_memory={} idle_closed={} accept_errors={} udp_echoed={} \
-             udp_bytes={} udp_dropped={} udp_refused={} log_dropped={} uptime={:.3}s",
+             udp_bytes={} udp_dropped={} udp_refused={} udp_limited={} udp_overflow={} \
+             log_dropped={} uptime={:.3}s",
             self.connections,
             self.active,
             self.closed,
@@ -86,6 +89,8 @@ impl fmt::Display for Summary {
             self.udp.bytes,
             self.udp.dropped,
             self.udp.refused,
+            self.udp.limited,
+            self.udp.overflow,
             self.log_dropped,
             self.elapsed.as_secs_f64()
         )

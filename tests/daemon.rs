@@ -272,16 +272,19 @@ fn a_udp_flood_does_not_starve_tcp_clients() {
     );
 
     // Still answering, and the flood is behind us: this reply comes after
-    // every flood datagram the server received.
-    let after = udp_client(target);
+    // every flood datagram the server received. From another address: the
+    // flood has used up 127.0.0.1's per-source rate.
+    let after = UdpSocket::bind("127.0.0.2:0").unwrap();
+    after.connect(target).unwrap();
+    after.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     assert_eq!(udp_round_trip(&after, b"still there?"), b"still there?");
     drop(stream);
     let udp = server.stop().unwrap().udp;
     assert!(udp.echoed >= 1, "{udp:?}");
-    // One source flooding gets at most PER_SOURCE_PER_SEC replies a second;
-    // the rest is refused and counted (the loop guard), never queued.
+    // One source flooding gets at most its per-source rate; the rest is
+    // limited and counted, never queued.
     assert!(
-        udp.echoed + udp.dropped + udp.refused <= sent + 1,
+        udp.echoed + udp.dropped + udp.refused + udp.limited <= sent + 1,
         "more datagrams handled than sent ({sent} + 1): {udp:?}"
     );
 }
@@ -305,8 +308,19 @@ fn process_state(pid: u32) -> char {
 #[test]
 fn udp_budget_lets_a_waiting_tcp_client_in() {
     let budget = mio_echo::udp::BUDGET;
+    // Rates that never bind: every queued datagram is echoed (and traced),
+    // and the sync datagram from the flood's address is answered.
     let mut server = EchoServer::start(
-        &["-l", "127.0.0.1:0", "-u", "127.0.0.1:0"],
+        &[
+            "-l",
+            "127.0.0.1:0",
+            "-u",
+            "127.0.0.1:0",
+            "--udp-rate-per-source",
+            "10000000",
+            "--udp-rate",
+            "10000000",
+        ],
         Some("info,mio_echo=trace"),
     );
     let sockets = server.sockets(2);

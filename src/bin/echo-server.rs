@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use mio_echo::config::DEFAULT_ADDR;
 use mio_echo::group::Group;
-use mio_echo::{logging, net, systemd, Config};
+use mio_echo::{logging, net, systemd, udp, Config};
 
 /// An RFC 862 echo server: every byte a client sends comes back to it, in
 /// order, until the client closes.
@@ -46,6 +46,20 @@ struct Args {
     /// sources are never sent.
     #[arg(short, long = "udp", value_name = "ADDR", value_parser = net::parse_socket_addr)]
     udp: Vec<SocketAddr>,
+
+    /// UDP replies per second to one source (an IP address; IPv6 by /64),
+    /// with a burst of as many. A loop with another echo server, started by
+    /// one forged datagram, costs at most N replies and then ends.
+    #[arg(long, value_name = "N", default_value_t = udp::DEFAULT_RATE_PER_SOURCE,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(udp::MAX_RATE)))]
+    udp_rate_per_source: u32,
+
+    /// UDP replies per second to all sources together, with a burst of as
+    /// many: bounds what a flood from many forged sources makes the server
+    /// send.
+    #[arg(long, value_name = "N", default_value_t = udp::DEFAULT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(udp::MAX_RATE)))]
+    udp_rate: u32,
 
     /// Let an IPv6 wildcard such as [::]:7007 take IPv4 connections too
     /// (IPV6_V6ONLY off). By default IPv6 sockets are IPv6-only, so
@@ -231,6 +245,8 @@ fn main() -> ExitCode {
         socket_buffer: args.socket_buffer,
         keepalive: nonzero(args.keepalive),
         idle_timeout: nonzero(args.idle_timeout),
+        udp_rate_per_source: args.udp_rate_per_source,
+        udp_rate: args.udp_rate,
         handle_signals: true,
     };
     // Flags that parse but cannot go together are a usage error too.
