@@ -338,9 +338,12 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 pub const LISTENING: &str = "listening on tcp://";
 
 /// The server binary with a clean logging environment: the default level
-/// (info) unless a test asks for another.
+/// (info) unless a test asks for another. `MIO_ECHO_SERVER_BIN` names
+/// another build to run instead (to see a test fail on an older server).
 pub fn server_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_echo-server"));
+    let bin = std::env::var_os("MIO_ECHO_SERVER_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_echo-server").into());
+    let mut command = Command::new(bin);
     command.env_remove("RUST_LOG").env_remove("RUST_LOG_STYLE");
     command
 }
