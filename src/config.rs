@@ -88,9 +88,11 @@ pub struct Config {
     /// UDP replies per second to all sources together, with a burst of as
     /// many, however many sources there are. At least 1.
     pub udp_rate: u32,
-    /// Whether SIGINT and SIGTERM stop the server (and SIGUSR1 logs stats). The binary sets this;
-    /// tests that run a server inside their own process leave it off and
-    /// stop it through a [`crate::Handle`].
+    /// Whether the server handles signals: SIGINT and SIGTERM stop it,
+    /// SIGHUP and SIGUSR1 log the counters, SIGUSR2 and SIGALRM are logged
+    /// and ignored. The binary sets this; tests that run a server inside
+    /// their own process leave it off and stop it through a
+    /// [`crate::Handle`].
     pub handle_signals: bool,
 }
 
