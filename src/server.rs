@@ -565,13 +565,10 @@ impl Server {
     }
 
     /// Runs the timers that are due: a paused accept, idle connections,
-    /// periodic stats, connections waiting for memory.
+    /// periodic stats. (Connections waiting for memory are looked at in
+    /// [`Server::end_turn`], which follows.)
     fn fire_timers(&mut self, buf: &mut [u8]) {
-        if self.accept_paused_until.is_none()
-            && self.idle.is_none()
-            && self.next_stats.is_none()
-            && self.starved.is_empty()
-        {
+        if self.accept_paused_until.is_none() && self.idle.is_none() && self.next_stats.is_none() {
             return;
         }
         let now = Instant::now();
@@ -585,7 +582,6 @@ impl Server {
             }
         }
         self.expire_idle(now, buf);
-        self.resume_starved();
     }
 
     /// Closes the connections whose idle deadline has come.
