@@ -105,6 +105,10 @@
 //!    kernel's TCP window closes, the client's `write` blocks: the server's
 //!    memory for it stays bounded. When the buffer drains, reading resumes
 //!    *in the same pass*: no event would come for the bytes that waited.
+//!    All buffers together draw on one budget, `--max-memory`
+//!    ([`buffer::Budget`]): at the budget a connection stops reading the
+//!    same way, and the loop keeps it on a list to drive again once memory
+//!    is freed, for the same reason.
 //! 7. **Half-close.** The client shuts down its writing side. Our `read`
 //!    returns 0: not an error, not "close now", but "no more bytes will
 //!    come". The connection turns `Draining`, writes the rest it owes, then
@@ -128,14 +132,15 @@
 //! ## 6. Fairness, timers and signals
 //!
 //! * **Fairness.** One pass reads at most [`server::BUDGET`] bytes from one
-//!   connection. A connection with more waiting goes on the *ready list*,
-//!   which the loop serves after the events and before it blocks again
-//!   (with a zero timeout while the list is not empty): one client
-//!   streaming flat out cannot starve the rest.
+//!   connection, and accepts at most [`server::ACCEPT_BATCH`] connections
+//!   from one listener. A source with more waiting goes on the *ready
+//!   list*, which the loop serves after the events and before it blocks
+//!   again (with a zero timeout while the list is not empty): one client
+//!   streaming flat out, or a storm of connections, cannot starve the rest.
 //! * **Timers.** Idle timeouts, the shutdown deadline, a paused accept and
 //!   periodic stats are deadlines; the earliest one becomes `poll`'s
 //!   timeout ([`timers`]). No timer thread, no scan over every connection.
-//! * **Signals.** SIGINT/SIGTERM cannot run loop code from a signal handler.
+//! * **Signals.** A signal handler cannot run loop code.
 //!   signal-hook's handler writes a byte into a pipe registered with the
 //!   poll, so a signal arrives as an ordinary readable event and the loop
 //!   handles it between two events. A [`Handle`] does the same from another
