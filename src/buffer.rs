@@ -18,6 +18,12 @@
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+/// Past a budget's soft limit, the most a connection that owes nothing may
+/// read at once, less what its kernel send queue holds unsent: little
+/// enough that the kernel takes the echo whole (Linux never makes a send
+/// buffer smaller than about 4.5 KiB).
+pub const TIGHT_READ: usize = 4096;
+
 /// How many budgets in this process are full (see [`Budget`]).
 static FULL_BUDGETS: AtomicUsize = AtomicUsize::new(0);
 
@@ -32,13 +38,17 @@ pub fn any_budget_full() -> bool {
 /// The bytes that the pending buffers of every connection, in every loop,
 /// may hold together (`--max-memory`), counted by allocation, not by use.
 ///
-/// Two thresholds: a connection that already owes bytes may read only while
-/// the total is under the *soft* limit (seven eighths of the budget); one
-/// that owes nothing may read up to the budget itself. So the peers that
-/// fill memory are the first to be stopped, and the last eighth stays for
-/// the clients whose echoes go straight back. A connection told "no room"
-/// stops reading (TCP pushes back on its peer) and the loop resumes it once
-/// memory is freed.
+/// Two thresholds. Any connection may read while the total is under the
+/// *soft* limit (seven eighths of the budget), at most what would take it
+/// there if none of it went back out. The last eighth is a reserve for
+/// clients whose echoes go straight back: past the soft limit a connection
+/// that owes nothing may still read [`TIGHT_READ`] bytes less what its
+/// kernel send queue holds unsent, which the kernel will take at once,
+/// so the reserve is touched only when that estimate is wrong. Peers that
+/// never read fill their kernel queues first and then get nothing, so they
+/// cannot use up the reserve and lock out the clients that do read. A
+/// connection told "no room" stops reading (TCP pushes back on its peer)
+/// and the loop resumes it once memory is freed, or soon after.
 ///
 /// Whether a budget is full is also kept in one process-wide count,
 /// [`any_budget_full`], which the echo fast path reads: one load of a
@@ -58,8 +68,9 @@ pub struct Budget {
     /// The most one read may bring in: the loop's shared read buffer.
     read_size: usize,
     held: AtomicUsize,
-    /// Set while the budget cannot absorb one full read: the fast path,
-    /// which reads before it knows whether it must queue, stands aside.
+    /// Set while one full read could take the total past the soft limit:
+    /// the fast path, which reads before it knows whether it must queue,
+    /// stands aside.
     full: AtomicBool,
     /// Counts every release, so a loop can tell that memory was freed.
     frees: AtomicU64,
@@ -109,11 +120,15 @@ impl Budget {
         self.max
     }
 
-    /// How many bytes a connection may read now: up to the soft limit if it
-    /// already owes bytes (`owes`), up to the budget if not.
-    pub fn room(&self, owes: bool) -> usize {
-        let limit = if owes { self.soft } else { self.max };
-        limit.saturating_sub(self.held())
+    /// How many bytes any connection may read now: up to the soft limit.
+    pub fn room(&self) -> usize {
+        self.soft.saturating_sub(self.held())
+    }
+
+    /// What is left of the reserve past the soft limit, for reads whose
+    /// echoes the kernel will take at once.
+    pub fn reserve(&self) -> usize {
+        self.max.saturating_sub(self.held())
     }
 
     /// How many releases there have been: a change means memory was freed.
@@ -121,12 +136,12 @@ impl Budget {
         self.frees.load(Ordering::Relaxed)
     }
 
-    /// Takes between `need` and `want` bytes: all of `want` if the budget
-    /// has room for it, else just `need`, which is always granted (the
+    /// Takes between `need` and `want` bytes: all of `want` if that stays
+    /// under the soft limit, else just `need`, which is always granted (the
     /// bytes were read already; the read was sized by [`Budget::room`]).
     fn take(&self, need: usize, want: usize) -> usize {
         let held = self.held();
-        let grant = if held.saturating_add(want) <= self.max {
+        let grant = if held.saturating_add(want) <= self.soft {
             want
         } else {
             need
@@ -146,7 +161,7 @@ impl Budget {
     }
 
     fn update_full(&self, held: usize) {
-        let full = held.saturating_add(self.read_size) > self.max;
+        let full = held.saturating_add(self.read_size) > self.soft;
         if self.full.load(Ordering::Relaxed) != full
             && self.full.swap(full, Ordering::Relaxed) != full
         {
@@ -360,16 +375,28 @@ mod tests {
     #[test]
     fn growth_near_the_budget_takes_only_what_is_needed() {
         let budget = Budget::new(1000, 100);
+        assert_eq!(budget.room(), 875, "the soft limit is seven eighths");
         let mut a = Pending::new();
-        a.push(&[1; 850], 10_000, &budget).unwrap();
-        assert!(!budget.full());
+        a.push(&[1; 550], 10_000, &budget).unwrap();
         let mut b = Pending::new();
-        b.push(&[2; 60], 10_000, &budget).unwrap();
-        b.push(&[2; 60], 10_000, &budget).unwrap();
-        assert_eq!(b.allocated(), 120, "doubling would have passed the budget");
-        assert!(budget.full(), "970 held: one more read of 100 cannot fit");
-        assert_eq!(budget.room(false), 30);
-        assert_eq!(budget.room(true), 0, "past the soft limit of 875");
+        b.push(&[2; 100], 10_000, &budget).unwrap();
+        b.push(&[2; 10], 10_000, &budget).unwrap();
+        assert_eq!(b.allocated(), 200, "room for doubling: it doubles");
+        assert!(
+            !budget.full(),
+            "750 held: one more read of 100 fits under 875"
+        );
+        b.push(&[2; 110], 10_000, &budget).unwrap();
+        assert_eq!(b.allocated(), 220, "doubling would pass the soft limit");
+        assert!(!budget.full(), "770 held");
+        b.push(&[2; 10], 10_000, &budget).unwrap();
+        assert_eq!(b.allocated(), 230);
+        assert!(
+            budget.full(),
+            "780 held: one more read of 100 would not fit"
+        );
+        assert_eq!(budget.room(), 95);
+        assert_eq!(budget.reserve(), 220);
         a.release(&budget);
         assert!(!budget.full());
         assert!(budget.frees() > 0);

@@ -182,6 +182,12 @@ pub trait Stream: Read + Write {
     fn unacknowledged(&self) -> io::Result<usize> {
         Ok(0)
     }
+
+    /// Bytes written but not even sent yet: the peer's window is closed to
+    /// them. Near zero for a peer that reads; large for one that does not.
+    fn unsent(&self) -> io::Result<usize> {
+        Ok(0)
+    }
 }
 
 /// A client's socket as the server drives it: mio's `TcpStream` (already
@@ -236,9 +242,23 @@ impl Stream for Tcp {
 
     #[cfg(target_os = "linux")]
     fn unacknowledged(&self) -> io::Result<usize> {
+        self.queue_ioctl(libc::TIOCOUTQ)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn unsent(&self) -> io::Result<usize> {
+        self.queue_ioctl(libc::SIOCOUTQNSD)
+    }
+}
+
+impl Tcp {
+    /// One of the ioctls that report a socket's send queue, in bytes.
+    #[cfg(target_os = "linux")]
+    fn queue_ioctl(&self, request: libc::c_ulong) -> io::Result<usize> {
         let mut queued: libc::c_int = 0;
-        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through a valid pointer.
-        let ret = unsafe { libc::ioctl(self.0.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) and SIOCOUTQNSD write one int through
+        // a valid pointer.
+        let ret = unsafe { libc::ioctl(self.0.as_raw_fd(), request as _, &mut queued) };
         if ret < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -479,7 +499,7 @@ impl<S: Stream> Connection<S> {
             // out: the per-connection bound and the server's budget are hard.
             let room = (limits.max_buffer - self.pending.len())
                 .min(buf.len())
-                .min(limits.memory.room(self.wants_write()));
+                .min(self.memory_room(&limits.memory));
             if room == 0 {
                 log::trace!("{}: no room in the memory budget: stops reading", self.peer);
                 return Next::AwaitMemory;
@@ -537,6 +557,21 @@ impl<S: Stream> Connection<S> {
             return self.linger(buf, limits);
         }
         Next::Wait
+    }
+
+    /// How much the memory budget lets this connection read now: up to the
+    /// soft limit, or, past it and only if nothing is owed, a little less
+    /// than its kernel send queue can still take (see [`Budget`]).
+    #[inline]
+    fn memory_room(&self, memory: &Budget) -> usize {
+        let room = memory.room();
+        if room > 0 || self.wants_write() {
+            return room;
+        }
+        let queued = self.stream.unsent().unwrap_or(usize::MAX);
+        buffer::TIGHT_READ
+            .saturating_sub(queued)
+            .min(memory.reserve())
     }
 
     /// Reads and discards what the peer still sends after our FIN, until its
@@ -653,6 +688,8 @@ mod tests {
         output: Vec<u8>,
         room: usize,
         reads: usize,
+        /// Bytes the "kernel" could not send the peer yet (SIOCOUTQNSD).
+        queued: usize,
     }
 
     impl Read for Fake {
@@ -694,6 +731,10 @@ mod tests {
     impl Stream for Fake {
         fn shutdown_write(&self) -> io::Result<()> {
             Ok(())
+        }
+
+        fn unsent(&self) -> io::Result<usize> {
+            Ok(self.queued)
         }
     }
 
@@ -850,6 +891,57 @@ mod tests {
             let mut c = conn(b"", 1000);
             assert!(matches!(drive(&mut c, Wake::again(0)), Next::Wait));
             assert_eq!(c.state(), State::Open);
+        }
+    }
+
+    /// The server's memory budget, past its soft limit.
+    mod memory {
+        use super::*;
+
+        /// A budget of 1000 bytes (soft limit 875) holding 900 already.
+        fn tight() -> (Limits, Pending) {
+            let limits = limits_with(1000);
+            let mut other = Pending::new();
+            other.push(&[0; 900], 1000, &limits.memory).unwrap();
+            (limits, other)
+        }
+
+        /// A connection that owes bytes stops reading and asks to wait.
+        #[test]
+        fn one_that_owes_waits_for_memory() {
+            let (limits, _other) = tight();
+            let mut c = conn(b"more", 0);
+            c.pending.push(b"owed", 100, &limits.memory).unwrap();
+            let mut buf = [0u8; 16];
+            let next = c.drive(&mut buf, Wake::again(0), &limits);
+            assert!(matches!(next, Next::AwaitMemory), "{next:?}");
+            assert_eq!(c.stream.reads, 0, "nothing was read");
+        }
+
+        /// One that owes nothing still echoes what its kernel queue takes.
+        #[test]
+        fn one_that_owes_nothing_still_echoes() {
+            let (limits, _other) = tight();
+            let mut c = conn(b"hello, still served", 1000);
+            let mut buf = [0u8; 16];
+            assert!(matches!(
+                c.drive(&mut buf, Wake::again(0), &limits),
+                Next::Wait
+            ));
+            assert_eq!(c.stream.output, b"hello, still served");
+        }
+
+        /// One whose kernel queue is full (its peer does not read) gets
+        /// nothing, so it cannot use up the reserve.
+        #[test]
+        fn one_whose_kernel_queue_is_full_waits() {
+            let (limits, _other) = tight();
+            let mut c = conn(b"flood", 1000);
+            c.stream.queued = buffer::TIGHT_READ;
+            let mut buf = [0u8; 16];
+            let next = c.drive(&mut buf, Wake::again(0), &limits);
+            assert!(matches!(next, Next::AwaitMemory), "{next:?}");
+            assert!(c.stream.output.is_empty());
         }
     }
 

@@ -172,6 +172,10 @@ pub struct Server {
     starved: VecDeque<Token>,
     /// The memory budget's release count when `starved` was last looked at.
     frees_seen: u64,
+    /// While `starved` is not empty: when to give its oldest another pass
+    /// even if no memory was freed (their kernel queues may have drained,
+    /// or another loop freed memory; neither raises an event here).
+    memory_retry: Option<Instant>,
     /// The most the buffers held since the heap was last trimmed.
     trim_peak: usize,
     /// Connections closed this turn, removed from the slab at its end.
@@ -337,6 +341,7 @@ impl Server {
             ready: Vec::new(),
             starved: VecDeque::new(),
             frees_seen: 0,
+            memory_retry: None,
             trim_peak: 0,
             closed: Vec::new(),
             deadline: None,
@@ -535,14 +540,12 @@ impl Server {
             return None;
         }
         let idle = self.idle.as_ref().and_then(IdleTimers::next_deadline);
-        // Memory another loop frees raises no event here: look again soon.
-        let memory = (!self.starved.is_empty()).then(|| Instant::now() + MEMORY_RETRY);
         [
             self.deadline,
             self.accept_paused_until,
             idle,
             self.next_stats,
-            memory,
+            self.memory_retry,
         ]
         .into_iter()
         .flatten()
@@ -739,6 +742,9 @@ impl Server {
         if self.conns[key].mark_awaiting_memory() {
             self.starved.push_back(Token(key));
         }
+        if self.memory_retry.is_none() {
+            self.memory_retry = Some(Instant::now() + MEMORY_RETRY);
+        }
         if self.memory_warning.allow(Instant::now()) {
             log::warn!(
                 "{}buffers hold {} bytes, the most allowed (--max-memory): connections \
@@ -749,17 +755,24 @@ impl Server {
         }
     }
 
-    /// Gives connections waiting for memory another pass, oldest first, as
-    /// many as the memory freed may serve. No event would wake them: the
-    /// bytes they left in their sockets raised theirs long ago.
+    /// Gives connections waiting for memory another pass, oldest first: as
+    /// many as the memory freed may serve, or, every [`MEMORY_RETRY`], up
+    /// to [`ACCEPT_BATCH`] of them whatever was freed. No event would wake
+    /// them: the bytes they left in their sockets raised theirs long ago.
     fn resume_starved(&mut self) {
         let memory = &self.limits.memory;
         let frees = memory.frees();
-        if self.starved.is_empty() || frees == self.frees_seen {
-            return;
+        let mut room = if frees != self.frees_seen {
+            self.frees_seen = frees;
+            memory.reserve()
+        } else {
+            0
+        };
+        let now = Instant::now();
+        if matches!(self.memory_retry, Some(at) if at <= now) {
+            room = room.max(ACCEPT_BATCH * memory.read_size());
+            self.memory_retry = Some(now + MEMORY_RETRY);
         }
-        self.frees_seen = frees;
-        let mut room = memory.room(false);
         while room > 0 {
             let Some(token) = self.starved.pop_front() else {
                 break;
@@ -772,6 +785,9 @@ impl Server {
                 self.ready.push(token);
                 room = room.saturating_sub(memory.read_size());
             }
+        }
+        if self.starved.is_empty() {
+            self.memory_retry = None;
         }
     }
 
