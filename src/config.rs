@@ -12,8 +12,9 @@ use std::time::Duration;
 use crate::error::StartError;
 use crate::systemd::Inherited;
 
-/// The address `echo-server` serves when `--listen` is not given.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:7007";
+/// The address `echo-server` serves when `--listen` is not given (defined
+/// in `mio-echo-net`, where the client and the load generator find it too).
+pub use mio_echo_net::DEFAULT_ADDR;
 
 /// The default budget for the buffers of all connections together: 64 MiB.
 pub const DEFAULT_MAX_MEMORY: usize = 64 << 20;

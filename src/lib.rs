@@ -182,19 +182,15 @@
 //! | errors a person reads | [`error`] |
 //! | counters, stats lines and the exit summary | [`stats`] |
 //! | log output that never blocks the loop | [`logging`] |
-//! | the blocking client behind `echo-client` | [`client`] |
-//! | the load generator behind `echo-bench` | [`load`] |
-
-#![warn(missing_docs)]
+//! | the blocking client behind `echo-client` | the `echo-client` crate (`echo-client/src/lib.rs`) |
+//! | the load generator behind `echo-bench` | the `echo-bench` crate (`echo-bench/src/lib.rs`) |
 
 pub mod buffer;
-pub mod client;
 pub mod config;
 pub mod connection;
 pub mod error;
 pub mod group;
 pub mod limits;
-pub mod load;
 pub mod logging;
 pub mod net;
 pub mod server;
