@@ -3,7 +3,7 @@
 //! The library returns these; only the binaries' `main` turns one into an
 //! `error: ...` line and an exit status.
 //!
-//! Read next: [`crate::net`], where most start-up errors come from.
+//! Read next: `src/net.rs`, where most start-up errors come from.
 
 use std::fmt;
 use std::io;

@@ -7,8 +7,9 @@
 //! socket with `socket2` instead and ask for the largest backlog; the kernel
 //! clamps it to `net.core.somaxconn`.
 //!
-//! Addresses come from `mio_echo_net::parse_socket_addr`, which takes what std's parser
-//! takes and an IPv6 scope by interface name as well (`[fe80::1%eth0]:7`).
+//! Addresses come from `mio_echo_net::parse_socket_addr`, which takes
+//! what std's parser takes and an IPv6 scope by interface name as well
+//! (`[fe80::1%eth0]:7`).
 //! An IPv4-mapped address (`[::ffff:127.0.0.1]:7`) is IPv4 seen through an
 //! IPv6 socket; Linux binds one only with `IPV6_V6ONLY` off, so such a
 //! socket always has it off.
@@ -26,11 +27,11 @@ use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 pub(crate) use mio_echo_net::fd_limit;
 
 /// The backlog we ask `listen` for; the kernel lowers it to its maximum.
-pub const BACKLOG: i32 = 65_535;
+pub(crate) const BACKLOG: i32 = 65_535;
 
 /// How a listening socket is opened, beyond its address.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SocketOptions {
+pub(crate) struct SocketOptions {
     /// `SO_REUSEPORT`: several sockets, one per loop, share the address and
     /// the kernel spreads connections (and datagrams) across them.
     pub reuse_port: bool,
@@ -56,7 +57,7 @@ pub struct SocketOptions {
 }
 
 /// Applies `options`' buffer sizes (and, for TCP, keepalive) to `socket`.
-pub fn tune(socket: &SockRef<'_>, tcp: bool, options: SocketOptions) -> io::Result<()> {
+pub(crate) fn tune(socket: &SockRef<'_>, tcp: bool, options: SocketOptions) -> io::Result<()> {
     if let Some(size) = options.buffer {
         socket.set_send_buffer_size(size)?;
         socket.set_recv_buffer_size(size)?;
@@ -72,7 +73,10 @@ pub fn tune(socket: &SockRef<'_>, tcp: bool, options: SocketOptions) -> io::Resu
 }
 
 /// A non-blocking TCP listener on `addr`, ready to register with a poll.
-pub fn bind_tcp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net::TcpListener> {
+pub(crate) fn bind_tcp(
+    addr: SocketAddr,
+    options: SocketOptions,
+) -> io::Result<mio::net::TcpListener> {
     let socket = new_socket(addr, Type::STREAM, Protocol::TCP, options)?;
     // Lets a restarted server bind while old connections sit in TIME_WAIT.
     // (On Linux it does not let two servers listen on one address.)
@@ -86,7 +90,10 @@ pub fn bind_tcp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net
 }
 
 /// A non-blocking UDP socket bound to `addr`.
-pub fn bind_udp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net::UdpSocket> {
+pub(crate) fn bind_udp(
+    addr: SocketAddr,
+    options: SocketOptions,
+) -> io::Result<mio::net::UdpSocket> {
     let socket = new_socket(addr, Type::DGRAM, Protocol::UDP, options)?;
     tune(&SockRef::from(&socket), false, options)?;
     bind(&socket, addr)?;
@@ -141,7 +148,7 @@ fn new_socket(
 
 /// Whether an `accept` error means the process or system is out of a
 /// resource (descriptors, buffer memory) rather than one client's trouble.
-pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)

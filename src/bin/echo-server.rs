@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use mio_echo::config::{DEFAULT_RATE, DEFAULT_RATE_PER_SOURCE, MAX_RATE};
 use mio_echo::group::Group;
-use mio_echo::{logging, systemd, udp, Config};
+use mio_echo::{logging, systemd, Config};
 use mio_echo_cli::usage_error;
 use mio_echo_net::{describe, parse_socket_addr, raise_fd_limit, DEFAULT_ADDR};
 
@@ -51,15 +52,15 @@ struct Args {
     /// UDP replies per second to one source (an IP address; IPv6 by /64),
     /// with a burst of as many. A loop with another echo server, started by
     /// one forged datagram, costs at most N replies and then ends.
-    #[arg(long, value_name = "N", default_value_t = udp::DEFAULT_RATE_PER_SOURCE,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(udp::MAX_RATE)))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE_PER_SOURCE,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RATE)))]
     udp_rate_per_source: u32,
 
     /// UDP replies per second to all sources together, with a burst of as
     /// many: bounds what a flood from many forged sources makes the server
     /// send.
-    #[arg(long, value_name = "N", default_value_t = udp::DEFAULT_RATE,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(udp::MAX_RATE)))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RATE)))]
     udp_rate: u32,
 
     /// Let an IPv6 wildcard such as [::]:7007 take IPv4 connections too

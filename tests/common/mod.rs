@@ -13,7 +13,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use echo_test_kit::*;
+pub(crate) use echo_test_kit::*;
 
 // ---------------------------------------------------------------------------
 // The `echo-server` binary, run as a child process and read from its log.
@@ -22,12 +22,12 @@ pub use echo_test_kit::*;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 
 /// What the server logs for each TCP listener once it is ready.
-pub const LISTENING: &str = "listening on tcp://";
+pub(crate) const LISTENING: &str = "listening on tcp://";
 
 /// The server binary with a clean logging environment: the default level
 /// (info) unless a test asks for another. `MIO_ECHO_SERVER_BIN` names
 /// another build to run instead (to see a test fail on an older server).
-pub fn server_command() -> Command {
+pub(crate) fn server_command() -> Command {
     let bin = std::env::var_os("MIO_ECHO_SERVER_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_echo-server").into());
     let mut command = Command::new(bin);
@@ -37,7 +37,7 @@ pub fn server_command() -> Command {
 
 /// One `listening on SCHEME://ADDR` line of the server's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listening {
+pub(crate) struct Listening {
     /// `udp://` rather than `tcp://`.
     pub udp: bool,
     /// The address served, port 0 resolved.
@@ -48,7 +48,7 @@ pub struct Listening {
 
 impl Listening {
     /// Parses the `listening on` part of a log line, if it has one.
-    pub fn parse(line: &str) -> Option<Listening> {
+    pub(crate) fn parse(line: &str) -> Option<Listening> {
         const PREFIX: &str = "listening on ";
         let rest = &line[line.find(PREFIX)? + PREFIX.len()..];
         let (udp, rest) = match (rest.strip_prefix("tcp://"), rest.strip_prefix("udp://")) {
@@ -68,7 +68,7 @@ impl Listening {
 
 /// A running `echo-server`, killed when dropped. Its standard error is read
 /// line by line on a thread, so the test can wait for a line with a deadline.
-pub struct EchoServer {
+pub(crate) struct EchoServer {
     pub child: Guarded,
     lines: Receiver<String>,
     /// Every line read so far, for failure messages and final checks.
@@ -77,7 +77,7 @@ pub struct EchoServer {
 
 impl EchoServer {
     /// Starts the server with `args` and `RUST_LOG` set to `log`, if given.
-    pub fn start(args: &[&str], log: Option<&str>) -> EchoServer {
+    pub(crate) fn start(args: &[&str], log: Option<&str>) -> EchoServer {
         let mut command = server_command();
         command.args(args);
         if let Some(level) = log {
@@ -88,7 +88,7 @@ impl EchoServer {
 
     /// Starts `command` (an `echo-server`, perhaps behind a shell that
     /// `exec`s it) with standard error piped to the line reader.
-    pub fn spawn(command: &mut Command) -> EchoServer {
+    pub(crate) fn spawn(command: &mut Command) -> EchoServer {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -112,13 +112,13 @@ impl EchoServer {
     }
 
     /// The server's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The next line of standard error; `None` once the server closed it.
     /// Fails the test if none comes before `deadline`.
-    pub fn next_line(&mut self, deadline: Instant) -> Option<String> {
+    pub(crate) fn next_line(&mut self, deadline: Instant) -> Option<String> {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(left) {
             Ok(line) => {
@@ -137,7 +137,7 @@ impl EchoServer {
 
     /// Waits (within [`DEADLINE`]) for the next line that contains `text`
     /// and returns it; fails if standard error closes first.
-    pub fn line_containing(&mut self, text: &str) -> String {
+    pub(crate) fn line_containing(&mut self, text: &str) -> String {
         let deadline = Instant::now() + DEADLINE;
         loop {
             match self.next_line(deadline) {
@@ -153,7 +153,7 @@ impl EchoServer {
 
     /// Waits for `n` `listening on tcp://ADDR` lines and returns the
     /// addresses, in the order logged.
-    pub fn listening(&mut self, n: usize) -> Vec<SocketAddr> {
+    pub(crate) fn listening(&mut self, n: usize) -> Vec<SocketAddr> {
         let deadline = Instant::now() + DEADLINE;
         let mut addrs = Vec::new();
         while addrs.len() < n {
@@ -171,7 +171,7 @@ impl EchoServer {
 
     /// Waits for `n` `listening on` lines, TCP or UDP, and returns them in
     /// the order logged.
-    pub fn sockets(&mut self, n: usize) -> Vec<Listening> {
+    pub(crate) fn sockets(&mut self, n: usize) -> Vec<Listening> {
         let deadline = Instant::now() + DEADLINE;
         let mut found = Vec::new();
         while found.len() < n {
@@ -188,7 +188,7 @@ impl EchoServer {
     }
 
     /// Sends `signal` to the server (a process this test started).
-    pub fn signal(&self, signal: libc::c_int) {
+    pub(crate) fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: kill(2) takes plain integers; the pid is our own child,
         // which the guard has not reaped yet.
@@ -198,7 +198,7 @@ impl EchoServer {
 
     /// Waits for the server to exit, then for the rest of its standard
     /// error; returns its status and every line it wrote.
-    pub fn finish(mut self) -> (ExitStatus, Vec<String>) {
+    pub(crate) fn finish(mut self) -> (ExitStatus, Vec<String>) {
         let status = wait(&mut self.child, Instant::now());
         let deadline = Instant::now() + DEADLINE;
         while self.next_line(deadline).is_some() {}
@@ -207,13 +207,13 @@ impl EchoServer {
 }
 
 /// The `key=value` fields of a line, such as `connections=2`.
-pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Whether this machine has an IPv6 loopback to test on.
-pub fn has_ipv6_loopback() -> bool {
+pub(crate) fn has_ipv6_loopback() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
@@ -223,7 +223,7 @@ pub fn has_ipv6_loopback() -> bool {
 // ---------------------------------------------------------------------------
 
 /// Resident memory (`VmRSS`) of process `pid`, in bytes.
-pub fn rss(pid: u32) -> u64 {
+pub(crate) fn rss(pid: u32) -> u64 {
     let status =
         std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
     let line = status
@@ -239,7 +239,7 @@ pub fn rss(pid: u32) -> u64 {
 }
 
 /// CPU time process `pid` has used so far, user and system together.
-pub fn cpu_time(pid: u32) -> Duration {
+pub(crate) fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
     // The command name, in parentheses, may hold spaces: count fields from
     // after its closing parenthesis, where field 3 (state) is index 0 and
@@ -258,14 +258,14 @@ pub fn cpu_time(pid: u32) -> Duration {
 }
 
 /// How many descriptors process `pid` holds open.
-pub fn open_fds(pid: u32) -> usize {
+pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("read /proc/PID/fd")
         .count()
 }
 
 /// The number in a line's `key=N` field, such as `connections=2`.
-pub fn count(line: &str, key: &str) -> u64 {
+pub(crate) fn count(line: &str, key: &str) -> u64 {
     field(line, key)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no {key}=N in {line:?}"))
@@ -274,7 +274,7 @@ pub fn count(line: &str, key: &str) -> u64 {
 /// Connects to `addr` from `source` (any port), with [`IO_TIMEOUT`] on
 /// every read and write. All of 127.0.0.0/8 is loopback on Linux, so one
 /// test can be clients from several addresses.
-pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+pub(crate) fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -297,7 +297,7 @@ pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
 
 /// Closes `stream` with a reset instead of a FIN: with SO_LINGER set to
 /// zero, `close` discards whatever is queued and sends RST.
-pub fn reset(stream: TcpStream) {
+pub(crate) fn reset(stream: TcpStream) {
     socket2::SockRef::from(&stream)
         .set_linger(Some(Duration::ZERO))
         .unwrap();
@@ -306,7 +306,7 @@ pub fn reset(stream: TcpStream) {
 
 /// Writes `message` and reads exactly as many bytes back: an error if the
 /// echo differs, ends early, or does not come within the socket's timeout.
-pub fn round_trip(mut stream: &TcpStream, message: &[u8]) -> io::Result<()> {
+pub(crate) fn round_trip(mut stream: &TcpStream, message: &[u8]) -> io::Result<()> {
     stream.write_all(message)?;
     let mut echo = vec![0u8; message.len()];
     stream.read_exact(&mut echo)?;
@@ -319,7 +319,7 @@ pub fn round_trip(mut stream: &TcpStream, message: &[u8]) -> io::Result<()> {
 /// Whether the peer closed `stream` without a word: a read returns EOF, or
 /// the connection is reset. Waits at most the socket's read timeout; a byte
 /// of echo, or no answer in time, is `false`.
-pub fn closed_by_peer(mut stream: &TcpStream) -> bool {
+pub(crate) fn closed_by_peer(mut stream: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
     loop {
         return match stream.read(&mut byte) {
@@ -333,7 +333,7 @@ pub fn closed_by_peer(mut stream: &TcpStream) -> bool {
 
 /// One TCP socket as the kernel reports it in /proc/net/tcp.
 #[derive(Debug, Clone, Copy)]
-pub struct KernelSocket {
+pub(crate) struct KernelSocket {
     /// The TCP state, as the kernel numbers it (1 is `ESTABLISHED`).
     pub state: u8,
     /// Bytes written by the socket's owner and not yet acknowledged.
@@ -343,19 +343,19 @@ pub struct KernelSocket {
 }
 
 /// The TCP state `ESTABLISHED`, as /proc/net/tcp numbers it.
-pub const ESTABLISHED: u8 = 0x01;
+pub(crate) const ESTABLISHED: u8 = 0x01;
 /// The TCP state `LISTEN`, as /proc/net/tcp numbers it.
-pub const LISTEN: u8 = 0x0A;
+pub(crate) const LISTEN: u8 = 0x0A;
 
 /// The connected IPv4 socket `local` -> `remote` from the kernel's table:
 /// how a test sees the server's side of a connection, in this process or
 /// another, without asking the server.
-pub fn kernel_socket(local: SocketAddr, remote: SocketAddr) -> Option<KernelSocket> {
+pub(crate) fn kernel_socket(local: SocketAddr, remote: SocketAddr) -> Option<KernelSocket> {
     tcp_socket(local, Some(remote))
 }
 
 /// Like [`kernel_socket`], or the listener on `local` if `remote` is `None`.
-pub fn tcp_socket(local: SocketAddr, remote: Option<SocketAddr>) -> Option<KernelSocket> {
+pub(crate) fn tcp_socket(local: SocketAddr, remote: Option<SocketAddr>) -> Option<KernelSocket> {
     fn addr(field: &str) -> Option<SocketAddr> {
         let (ip, port) = field.split_once(':')?;
         let ip = u32::from_str_radix(ip, 16).ok()?;
