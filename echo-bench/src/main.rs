@@ -54,7 +54,7 @@ enum Mode {
 /// Options every mode takes.
 #[derive(Args, Debug)]
 struct Server {
-    /// The echo server, as IP:PORT ([::1]:PORT for IPv6).
+    /// The echo server, as IP:PORT (`[::1]:PORT` for IPv6).
     #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_ADDR,
           value_parser = parse_addr)]
     addr: SocketAddr,

@@ -27,7 +27,7 @@ use mio_echo_net::{parse_socket_addr, DEFAULT_ADDR};
 #[derive(Parser, Debug)]
 #[command(name = "echo-client", version)]
 struct Args {
-    /// The server: IP:PORT, [IPv6]:PORT, [IPv6%INTERFACE]:PORT or HOST:PORT
+    /// The server: IP:PORT, `[IPv6]:PORT`, `[IPv6%INTERFACE]:PORT` or HOST:PORT
     /// (over TCP every address the name resolves to is tried; over UDP, the
     /// first).
     #[arg(value_name = "ADDR", default_value = DEFAULT_ADDR, value_parser = parse_addr)]

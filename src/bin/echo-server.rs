@@ -36,8 +36,8 @@ use mio_echo_net::{describe, parse_socket_addr, raise_fd_limit, DEFAULT_ADDR};
 #[derive(Parser, Debug)]
 #[command(name = "echo-server", version)]
 struct Args {
-    /// TCP address to serve, as IP:PORT ([::1]:PORT for IPv6, with an
-    /// interface name or number for a link-local one: [fe80::1%eth0]:PORT).
+    /// TCP address to serve, as IP:PORT (`[::1]:PORT` for IPv6, with an
+    /// interface name or number for a link-local one: `[fe80::1%eth0]:PORT`).
     /// Repeat to serve several. Port 0 picks a free port; the log says which.
     /// [default: 127.0.0.1:7007, unless sockets came by socket activation]
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_socket_addr)]
@@ -63,9 +63,9 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RATE)))]
     udp_rate: u32,
 
-    /// Let an IPv6 wildcard such as [::]:7007 take IPv4 connections too
+    /// Let an IPv6 wildcard such as `[::]:7007` take IPv4 connections too
     /// (IPV6_V6ONLY off). By default IPv6 sockets are IPv6-only, so
-    /// 0.0.0.0:7007 and [::]:7007 can both be served.
+    /// 0.0.0.0:7007 and `[::]:7007` can both be served.
     #[arg(long)]
     dual_stack: bool,
 
