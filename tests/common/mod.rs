@@ -5,10 +5,10 @@
 //! read from its log, and what /proc says about it.
 //!
 //! Each test file compiles this module on its own and uses a part of it.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
