@@ -36,7 +36,7 @@ fn main() -> io::Result<()> {
 }
 
 /// Runs the loop forever; only a failure of `poll` itself returns.
-pub fn serve(mut listener: TcpListener) -> io::Result<()> {
+pub(crate) fn serve(mut listener: TcpListener) -> io::Result<()> {
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 /// read at once, less what its kernel send queue holds unsent: little
 /// enough that the kernel takes the echo whole (Linux never makes a send
 /// buffer smaller than about 4.5 KiB).
-pub const TIGHT_READ: usize = 4096;
+pub(crate) const TIGHT_READ: usize = 4096;
 
 /// How many budgets in this process are full (see [`Budget`]).
 static FULL_BUDGETS: AtomicUsize = AtomicUsize::new(0);
@@ -31,7 +31,7 @@ static FULL_BUDGETS: AtomicUsize = AtomicUsize::new(0);
 /// read: then the echo fast path, which reads before it knows whether it
 /// must queue, stands aside for the general pass, which asks its budget.
 #[inline]
-pub fn any_budget_full() -> bool {
+pub(crate) fn any_budget_full() -> bool {
     FULL_BUDGETS.load(Ordering::Relaxed) != 0
 }
 
@@ -62,7 +62,7 @@ pub fn any_budget_full() -> bool {
 /// buffer past the budget in the instant between checking and taking; that
 /// slack is at most `loops x read_size`.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     max: usize,
     soft: usize,
     /// The most one read may bring in: the loop's shared read buffer.
@@ -87,7 +87,7 @@ impl Drop for Budget {
 impl Budget {
     /// A budget of `max` bytes, for loops that read at most `read_size`
     /// bytes at a time.
-    pub fn new(max: usize, read_size: usize) -> Budget {
+    pub(crate) fn new(max: usize, read_size: usize) -> Budget {
         let budget = Budget {
             max,
             soft: max - max / 8,
@@ -101,38 +101,39 @@ impl Budget {
     }
 
     /// Whether the budget cannot take one more full read right now.
-    pub fn full(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn full(&self) -> bool {
         self.full.load(Ordering::Relaxed)
     }
 
     /// Bytes held by pending buffers now.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
 
     /// The most one read brings in (the loop's read buffer).
-    pub fn read_size(&self) -> usize {
+    pub(crate) fn read_size(&self) -> usize {
         self.read_size
     }
 
     /// The budget, in bytes.
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 
     /// How many bytes any connection may read now: up to the soft limit.
-    pub fn room(&self) -> usize {
+    pub(crate) fn room(&self) -> usize {
         self.soft.saturating_sub(self.held())
     }
 
     /// What is left of the reserve past the soft limit, for reads whose
     /// echoes the kernel will take at once.
-    pub fn reserve(&self) -> usize {
+    pub(crate) fn reserve(&self) -> usize {
         self.max.saturating_sub(self.held())
     }
 
     /// How many releases there have been: a change means memory was freed.
-    pub fn frees(&self) -> u64 {
+    pub(crate) fn frees(&self) -> u64 {
         self.frees.load(Ordering::Relaxed)
     }
 
@@ -180,14 +181,14 @@ impl Budget {
 /// written from `head`. When everything has gone out the allocation is
 /// released, so the buffer costs memory only while the peer is slow.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     data: Vec<u8>,
     head: usize,
 }
 
 impl Pending {
     /// An empty buffer that has not allocated.
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Pending {
             data: Vec::new(),
             head: 0,
@@ -195,7 +196,7 @@ impl Pending {
     }
 
     /// How many bytes are owed.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.data.len() - self.head
     }
 
@@ -203,12 +204,13 @@ impl Pending {
     /// last byte goes out, so an empty buffer is an empty `Vec`: one
     /// comparison on the hot path.)
     #[inline]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
 
     /// Bytes allocated, as counted against the [`Budget`].
-    pub fn allocated(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
         self.data.capacity()
     }
 
@@ -219,7 +221,12 @@ impl Pending {
     /// bytes need only while `budget` has room for it. An allocation the
     /// allocator refuses is `ErrorKind::OutOfMemory`: the bytes are not
     /// queued, and the caller closes the connection.
-    pub fn push(&mut self, bytes: &[u8], max_buffer: usize, budget: &Budget) -> io::Result<()> {
+    pub(crate) fn push(
+        &mut self,
+        bytes: &[u8],
+        max_buffer: usize,
+        budget: &Budget,
+    ) -> io::Result<()> {
         if self.head > 0 {
             // Slide the unsent tail to the front before growing, so the
             // allocation never exceeds what is owed plus one read.
@@ -251,7 +258,7 @@ impl Pending {
 
     /// Frees the allocation and gives it back to `budget` (the connection
     /// is closing; whatever is still owed is lost with it).
-    pub fn release(&mut self, budget: &Budget) {
+    pub(crate) fn release(&mut self, budget: &Budget) {
         budget.give(self.data.capacity());
         self.data = Vec::new();
         self.head = 0;
@@ -263,7 +270,11 @@ impl Pending {
     /// only means the kernel's send buffer is full and the rest waits for the
     /// next writable event. `Interrupted` is retried. Any other error is
     /// returned and the bytes stay owed (the caller closes the connection).
-    pub fn write_to<W: Write>(&mut self, sink: &mut W, budget: &Budget) -> io::Result<usize> {
+    pub(crate) fn write_to<W: Write>(
+        &mut self,
+        sink: &mut W,
+        budget: &Budget,
+    ) -> io::Result<usize> {
         let mut written = 0;
         while self.head < self.data.len() {
             match sink.write(&self.data[self.head..]) {

@@ -4,7 +4,7 @@
 //! build one directly, usually `Config::default()` with `listen` set to
 //! `127.0.0.1:0`.
 //!
-//! Read next: [`crate::server`], which binds and runs it.
+//! Read next: `src/server.rs`, which binds and runs it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,8 +12,11 @@ use std::time::Duration;
 use crate::error::StartError;
 use crate::systemd::Inherited;
 
-/// The address `echo-server` serves when `--listen` is not given.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:7007";
+/// The address `echo-server` serves when `--listen` is not given (defined
+/// in `mio-echo-net`, where the client and the load generator find it too).
+pub use mio_echo_net::DEFAULT_ADDR;
+
+pub use crate::udp::{DEFAULT_RATE, DEFAULT_RATE_PER_SOURCE, MAX_RATE};
 
 /// The default budget for the buffers of all connections together: 64 MiB.
 pub const DEFAULT_MAX_MEMORY: usize = 64 << 20;

@@ -45,11 +45,11 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use crate::buffer::{self, Budget, Pending};
-pub use crate::timers::Tick;
+pub(crate) use crate::timers::Tick;
 
 /// Where a connection is in its life. See the module docs for the diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     /// The peer may still send: read, echo, queue what the kernel refuses.
     Open,
     /// The peer sent FIN: write out what is owed, then send ours.
@@ -77,7 +77,7 @@ impl fmt::Display for State {
 
 /// What the loop should do with a connection after driving it.
 #[derive(Debug)]
-pub enum Next {
+pub(crate) enum Next {
     /// Nothing more to do until the kernel reports new readiness.
     Wait,
     /// The connection used its share of this turn but still has bytes to
@@ -95,7 +95,7 @@ pub enum Next {
 
 /// Why a connection closed.
 #[derive(Debug)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// The peer half-closed and got every byte back, then our FIN.
     Finished,
     /// The server stopped: the peer got every byte owed, then our FIN, and
@@ -123,7 +123,7 @@ impl fmt::Display for Reason {
 
 /// What the loop knows when it drives a connection.
 #[derive(Debug, Clone, Copy)]
-pub struct Wake {
+pub(crate) struct Wake {
     /// There may be bytes (or an EOF, or an error) to read.
     pub readable: bool,
     /// A read that returns fewer bytes than asked proves the receive queue
@@ -141,7 +141,7 @@ pub struct Wake {
 
 impl Wake {
     /// A pass the loop makes without an event: read until `WouldBlock`.
-    pub fn again(now: Tick) -> Wake {
+    pub(crate) fn again(now: Tick) -> Wake {
         Wake {
             readable: true,
             short_read_is_empty: false,
@@ -150,7 +150,7 @@ impl Wake {
     }
 
     /// A pass that only writes what is owed (for example at shutdown).
-    pub fn flush(now: Tick) -> Wake {
+    pub(crate) fn flush(now: Tick) -> Wake {
         Wake {
             readable: false,
             short_read_is_empty: false,
@@ -161,7 +161,7 @@ impl Wake {
 
 /// Per-connection limits the server applies on every pass.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// The most bytes a connection may owe before we stop reading from it.
     pub max_buffer: usize,
     /// The most bytes one pass may read before yielding to other connections.
@@ -173,7 +173,7 @@ pub struct Limits {
 /// A socket a connection can drive: a byte stream whose write side can be
 /// shut down on its own. Implemented by mio's `TcpStream`; tests use a
 /// scripted fake.
-pub trait Stream: Read + Write {
+pub(crate) trait Stream: Read + Write {
     /// Sends FIN: the peer reads EOF after every byte already written.
     fn shutdown_write(&self) -> io::Result<()>;
 
@@ -200,7 +200,7 @@ pub trait Stream: Read + Write {
 /// write, that was a quarter of the work per echo. The behaviour is the
 /// same: `WouldBlock` and `Interrupted` come back as errors to handle.
 #[derive(Debug)]
-pub struct Tcp(pub mio::net::TcpStream);
+pub(crate) struct Tcp(pub mio::net::TcpStream);
 
 impl Read for Tcp {
     #[inline]
@@ -269,7 +269,7 @@ impl Tcp {
 
 /// One client: its socket, its state and the bytes it is owed.
 #[derive(Debug)]
-pub struct Connection<S = Tcp> {
+pub(crate) struct Connection<S = Tcp> {
     stream: S,
     state: State,
     pending: Pending,
@@ -287,7 +287,7 @@ pub struct Connection<S = Tcp> {
 
 impl<S: Stream> Connection<S> {
     /// A new, open connection to `peer`, the server's `id`th, at `now`.
-    pub fn new(stream: S, peer: SocketAddr, id: u32, now: Tick) -> Self {
+    pub(crate) fn new(stream: S, peer: SocketAddr, id: u32, now: Tick) -> Self {
         Connection {
             stream,
             state: State::Open,
@@ -301,63 +301,58 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// The socket, for registering with the poll.
-    pub fn stream_mut(&mut self) -> &mut S {
-        &mut self.stream
-    }
-
     /// Where the connection is in its life.
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         self.state
     }
 
     /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
+    pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
     }
 
     /// The server's serial number for this connection.
-    pub fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.id
     }
 
     /// When the connection was accepted.
-    pub fn opened(&self) -> Tick {
+    pub(crate) fn opened(&self) -> Tick {
         self.opened
     }
 
     /// When a pass last moved bytes either way (while the loop keeps time).
-    pub fn last_active(&self) -> Tick {
+    pub(crate) fn last_active(&self) -> Tick {
         self.last_active
     }
 
     /// Bytes read from the peer so far.
-    pub fn bytes_in(&self) -> u64 {
+    pub(crate) fn bytes_in(&self) -> u64 {
         self.bytes_out + self.pending.len() as u64
     }
 
     /// Bytes echoed back to the peer so far.
-    pub fn bytes_out(&self) -> u64 {
+    pub(crate) fn bytes_out(&self) -> u64 {
         self.bytes_out
     }
 
     /// Bytes read but not yet echoed.
-    pub fn owed(&self) -> usize {
+    pub(crate) fn owed(&self) -> usize {
         self.pending.len()
     }
 
     /// We read while the peer may still send and the buffer has room.
-    pub fn wants_read(&self, limits: &Limits) -> bool {
+    pub(crate) fn wants_read(&self, limits: &Limits) -> bool {
         self.state == State::Open && self.pending.len() < limits.max_buffer
     }
 
     /// We want to write while bytes are owed.
-    pub fn wants_write(&self) -> bool {
+    pub(crate) fn wants_write(&self) -> bool {
         !self.pending.is_empty()
     }
 
     /// The one place a connection changes state.
-    pub fn set_state(&mut self, to: State) {
+    pub(crate) fn set_state(&mut self, to: State) {
         if self.state != to {
             log::trace!("{}: {} => {}", self.peer, self.state, to);
             self.state = to;
@@ -366,7 +361,7 @@ impl<S: Stream> Connection<S> {
 
     /// Stops reading (the server is shutting down) and finishes what is owed:
     /// a connection that owes nothing closes at once.
-    pub fn stop(&mut self, buf: &mut [u8], now: Tick, limits: &Limits) -> Next {
+    pub(crate) fn stop(&mut self, buf: &mut [u8], now: Tick, limits: &Limits) -> Next {
         if self.state == State::Open {
             self.set_state(State::Stopping);
         }
@@ -375,22 +370,22 @@ impl<S: Stream> Connection<S> {
 
     /// Notes that the connection waits for memory; false if it was noted
     /// already (so the loop lists it once).
-    pub fn mark_awaiting_memory(&mut self) -> bool {
+    pub(crate) fn mark_awaiting_memory(&mut self) -> bool {
         !std::mem::replace(&mut self.awaiting_memory, true)
     }
 
     /// The loop took the connection off its list of those waiting for memory.
-    pub fn unmark_awaiting_memory(&mut self) {
+    pub(crate) fn unmark_awaiting_memory(&mut self) {
         self.awaiting_memory = false;
     }
 
     /// Frees the buffer of a closed connection and gives its memory back.
-    pub fn free_buffer(&mut self, memory: &Budget) {
+    pub(crate) fn free_buffer(&mut self, memory: &Budget) {
         self.pending.release(memory);
     }
 
     /// Closes the connection now, whatever it still owes.
-    pub fn abort(&mut self, reason: Reason) -> Next {
+    pub(crate) fn abort(&mut self, reason: Reason) -> Next {
         self.set_state(State::Closed);
         Next::Close(reason)
     }
@@ -409,7 +404,7 @@ impl<S: Stream> Connection<S> {
     /// with more behind it, EOF) the general pass takes over from the state
     /// the connection is in, so nothing is done twice or lost.
     #[inline]
-    pub fn on_event(&mut self, buf: &mut [u8], wake: Wake, limits: &Limits) -> Next {
+    pub(crate) fn on_event(&mut self, buf: &mut [u8], wake: Wake, limits: &Limits) -> Next {
         // (The loop's buffer is never larger than `max_buffer`, so one read
         // into it cannot break the limit.)
         // (Nor is it taken while the memory budget could not queue a full
@@ -459,7 +454,7 @@ impl<S: Stream> Connection<S> {
     /// `buf` is the loop's shared read buffer: bytes pass through it on their
     /// way back out and only what the kernel refuses to take is copied into
     /// this connection's own buffer.
-    pub fn drive(&mut self, buf: &mut [u8], wake: Wake, limits: &Limits) -> Next {
+    pub(crate) fn drive(&mut self, buf: &mut [u8], wake: Wake, limits: &Limits) -> Next {
         if self.state == State::Closed {
             // Closed earlier in this turn: the event is stale.
             return Next::Wait;

@@ -3,11 +3,15 @@
 //! The library returns these; only the binaries' `main` turns one into an
 //! `error: ...` line and an exit status.
 //!
-//! Read next: [`crate::net`], where most start-up errors come from.
+//! Read next: `src/net.rs`, where most start-up errors come from.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+
+/// The kernel's words for an I/O error; it lives in `mio-echo-net`, which
+/// the client and the load generator share with the server.
+pub(crate) use mio_echo_net::describe;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -61,55 +65,6 @@ impl std::error::Error for StartError {
     }
 }
 
-/// What the binaries do with a command line clap rejects: `--help` and
-/// `--version` print and exit 0 (and a missing subcommand prints the help),
-/// anything else becomes one `error: ... (see --help)` line on standard
-/// error and exit status 2, instead of clap's several lines of usage.
-pub fn usage_error(e: clap::Error) -> std::process::ExitCode {
-    use clap::error::ErrorKind;
-    use std::io::Write;
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        e.exit();
-    }
-    let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("error: invalid arguments");
-    // A closed standard error leaves nothing better to do than exit.
-    let _ = writeln!(std::io::stderr().lock(), "{first} (see --help)");
-    std::process::ExitCode::from(2)
-}
-
-/// The kernel's words for an I/O error, in lower case and without the
-/// `(os error N)` suffix, so they read well inside a sentence.
-pub fn describe(e: &io::Error) -> String {
-    let text = match e.kind() {
-        io::ErrorKind::AddrInUse => "address already in use".to_string(),
-        io::ErrorKind::AddrNotAvailable => "address not available".to_string(),
-        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-        io::ErrorKind::ConnectionReset => "connection reset by peer".to_string(),
-        io::ErrorKind::BrokenPipe => "broken pipe".to_string(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".to_string(),
-        _ => {
-            let full = e.to_string();
-            let bare = match full.find(" (os error") {
-                Some(i) => &full[..i],
-                None => &full,
-            };
-            let mut chars = bare.chars();
-            match chars.next() {
-                Some(c) => c.to_lowercase().chain(chars).collect(),
-                None => full,
-            }
-        }
-    };
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,12 +81,5 @@ mod tests {
             "cannot listen on 127.0.0.1:7007: address already in use \
              (is another echo-server running? choose another with --listen)"
         );
-    }
-
-    /// Other errors lose the "(os error N)" tail and the capital letter.
-    #[test]
-    fn describe_reads_inside_a_sentence() {
-        let e = io::Error::from_raw_os_error(libc::EMFILE);
-        assert_eq!(describe(&e), "too many open files");
     }
 }

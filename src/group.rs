@@ -10,7 +10,7 @@
 //! other processes bind the same address, which is why it is asked for,
 //! never implied: without it a second server on a taken address fails.
 //!
-//! The limits are the whole server's ([`crate::limits`]): the loops count
+//! The limits are the whole server's (`src/limits.rs`): the loops count
 //! connections, connections per address and buffer memory together, with
 //! atomics and one mutex touched only when a connection opens or closes,
 //! never per echo.
@@ -26,7 +26,7 @@
 //! cancellable variants and roughly double the instructions per echo. Use
 //! `--threads N` only when one core is saturated and a second is free.
 //!
-//! Read next: [`crate::server`] for the loop itself.
+//! Read next: `src/server.rs` for the loop itself.
 
 use std::io;
 use std::net::SocketAddr;

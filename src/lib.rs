@@ -4,6 +4,14 @@
 //! hand-written [`mio`] poll loop: every byte a client sends comes back to
 //! it, in order, until the client closes.
 //!
+//! To embed the server, depend on it without the `echo-server` binary's
+//! command line and logging set-up: `mio-echo = { version = "0.1",
+//! default-features = false }` (the default feature `cli` builds the binary).
+//! The API is [`Config`], [`Server`] (or [`group::Group`] for several loops),
+//! [`Running`], [`Handle`], [`Summary`] and [`StartError`], with what the
+//! binary also uses ([`systemd`], [`logging`]); the rest is private to the
+//! crate, and the tour names the file of each part it mentions.
+//!
 //! This page is the tour. It explains readiness-based I/O through this
 //! server, in the order a byte meets it, and links each idea to the code
 //! that does it. An hour with it, `examples/minimal.rs` (the smallest
@@ -26,7 +34,7 @@
 //! picks. `poll` hands back [`mio::event::Event`]s carrying that number.
 //! Here a connection's token is its key in a [`slab::Slab`]: the table of
 //! connections and the map from token to connection are the same thing
-//! (see [`server`] for the tokens of the listeners, the waker and the
+//! (see `src/server.rs` for the tokens of the listeners, the waker and the
 //! signal pipe, which no key can reach).
 //!
 //! ## 2. Why edge-triggered readiness means "drain until `WouldBlock`"
@@ -44,8 +52,8 @@
 //! queue, and any byte that arrives later raises a new edge. So after a
 //! short read the loop stops, saving one system call per echo, unless the
 //! event said the peer closed (then the EOF behind the data must be read
-//! now: its edge has passed). [`connection::Wake::short_read_is_empty`] is
-//! that rule.
+//! now: its edge has passed). `Wake::short_read_is_empty` in
+//! `src/connection.rs` is that rule.
 //!
 //! ## 3. The life of one connection
 //!
@@ -69,16 +77,15 @@
 //!                                       of the turn; dropping it closes it
 //! ```
 //!
-//! Every transition goes through [`connection::Connection::set_state`],
-//! which logs `from => to` at trace level. [`connection::State`] says what
-//! each state means. Accepting is
-//! [`server`]'s `accept` and `admit`; `Open` and `Draining` are driven by
-//! [`connection::Connection::on_event`] and
-//! [`connection::Connection::drive`]; `Closed` connections are swept by the
-//! loop's `end_turn`. What a connection *wants* (to read, to write) is
-//! derived from its state and its buffer
-//! ([`connection::Connection::wants_read`],
-//! [`connection::Connection::wants_write`]), never kept in flags.
+//! In `src/connection.rs`, every transition goes through
+//! `Connection::set_state`, which logs `from => to` at trace level, and
+//! `State` says what each state means. Accepting is `accept` and `admit`
+//! in `src/server.rs`; `Open` and `Draining` are driven by
+//! `Connection::on_event` and `Connection::drive`; `Closed` connections
+//! are swept by the loop's `end_turn`. What a connection *wants* (to read,
+//! to write) is derived from its state and its buffer
+//! (`Connection::wants_read`, `Connection::wants_write`), never kept in
+//! flags.
 //!
 //! ## 4. One byte, from socket to socket
 //!
@@ -87,7 +94,7 @@
 //!    `TCP_NODELAY`, registers the new socket under its slab key, once.
 //! 2. **Readable.** The client writes `h`. `poll` returns an event for the
 //!    connection's token, readable. The loop looks the connection up in the
-//!    slab and calls [`connection::Connection::on_event`].
+//!    slab and calls `Connection::on_event` (`src/connection.rs`).
 //! 3. **Read, echo.** On the fast path (nothing owed, peer open) one `read`
 //!    copies `h` into the loop's single shared buffer and one `write` hands
 //!    it straight back to the kernel. The read was short, so the queue is
@@ -96,17 +103,17 @@
 //! 4. **Partial write.** Had the client stopped reading, the kernel's send
 //!    buffer toward it would be full and `write` would take fewer bytes, or
 //!    none (`WouldBlock`). The rest goes into the connection's own buffer,
-//!    [`buffer::Pending`], in order. Later reads queue behind it.
+//!    `Pending` in `src/buffer.rs`, in order. Later reads queue behind it.
 //! 5. **Writable.** When the client reads, space opens and the kernel raises
-//!    a writable event. [`connection::Connection::drive`] writes what is owed
-//!    first, then reads on.
+//!    a writable event. `Connection::drive` writes what is owed first, then
+//!    reads on.
 //! 6. **Back-pressure.** If the buffer reaches `--max-buffer` the
 //!    connection stops reading. The client's bytes wait in the kernel, the
 //!    kernel's TCP window closes, the client's `write` blocks: the server's
 //!    memory for it stays bounded. When the buffer drains, reading resumes
 //!    *in the same pass*: no event would come for the bytes that waited.
 //!    All buffers together draw on one budget, `--max-memory`
-//!    ([`buffer::Budget`]): at the budget a connection stops reading the
+//!    (`Budget` in `src/buffer.rs`): at the budget a connection stops reading the
 //!    same way, and the loop keeps it on a list to drive again once memory
 //!    is freed, for the same reason.
 //! 7. **Half-close.** The client shuts down its writing side. Our `read`
@@ -131,15 +138,16 @@
 //!
 //! ## 6. Fairness, timers and signals
 //!
-//! * **Fairness.** One pass reads at most [`server::BUDGET`] bytes from one
-//!   connection, and accepts at most [`server::ACCEPT_BATCH`] connections
-//!   from one listener. A source with more waiting goes on the *ready
+//! * **Fairness.** One pass reads at most `BUDGET` bytes from one
+//!   connection, and accepts at most `ACCEPT_BATCH` connections from one
+//!   listener (both in `src/server.rs`; a UDP pass reads at most
+//!   [`UDP_BUDGET`] datagrams). A source with more waiting goes on the *ready
 //!   list*, which the loop serves after the events and before it blocks
 //!   again (with a zero timeout while the list is not empty): one client
 //!   streaming flat out, or a storm of connections, cannot starve the rest.
 //! * **Timers.** Idle timeouts, the shutdown deadline, a paused accept and
 //!   periodic stats are deadlines; the earliest one becomes `poll`'s
-//!   timeout ([`timers`]). No timer thread, no scan over every connection.
+//!   timeout (`src/timers.rs`). No timer thread, no scan over every connection.
 //! * **Signals.** A signal handler cannot run loop code.
 //!   signal-hook's handler writes a byte into a pipe registered with the
 //!   poll, so a signal arrives as an ordinary readable event and the loop
@@ -169,41 +177,43 @@
 //!
 //! | concept | file |
 //! |---|---|
-//! | the poll loop: tokens, accept, dispatch, ready list, shutdown | [`server`] |
-//! | idle deadlines and rate-limited warnings | [`timers`] |
-//! | UDP echo and its reflection guard | [`udp`] |
+//! | the poll loop: tokens, accept, dispatch, ready list, shutdown | `src/server.rs` |
+//! | idle deadlines and rate-limited warnings | `src/timers.rs` |
+//! | UDP echo and its reflection guard | `src/udp.rs` |
 //! | several loops on several threads | [`group`] |
-//! | the whole server's limits: connections, per address, memory | [`limits`] |
+//! | the whole server's limits: connections, per address, memory | `src/limits.rs` |
 //! | socket activation and readiness notification | [`systemd`] |
-//! | one connection's states and its read-echo-write pass | [`connection`] |
-//! | the bytes owed to a slow peer | [`buffer`] |
-//! | listening sockets and their options | [`net`] |
+//! | one connection's states and its read-echo-write pass | `src/connection.rs` |
+//! | the bytes owed to a slow peer | `src/buffer.rs` |
+//! | listening sockets and their options | `src/net.rs` |
 //! | configuration and defaults | [`config`] |
-//! | errors a person reads | [`error`] |
-//! | counters, stats lines and the exit summary | [`stats`] |
+//! | errors a person reads | `src/error.rs` |
+//! | counters, stats lines and the exit summary | `src/stats.rs` |
 //! | log output that never blocks the loop | [`logging`] |
-//! | the blocking client behind `echo-client` | [`client`] |
-//! | the load generator behind `echo-bench` | [`load`] |
+//! | the blocking client behind `echo-client` | the `echo-client` crate (`echo-client/src/lib.rs`) |
+//! | the load generator behind `echo-bench` | the `echo-bench` crate (`echo-bench/src/lib.rs`) |
 
-#![warn(missing_docs)]
-
-pub mod buffer;
-pub mod client;
+mod buffer;
 pub mod config;
-pub mod connection;
-pub mod error;
+mod connection;
+mod error;
 pub mod group;
-pub mod limits;
-pub mod load;
+mod limits;
 pub mod logging;
-pub mod net;
-pub mod server;
-pub mod stats;
+mod net;
+mod server;
+mod stats;
 pub mod systemd;
-pub mod timers;
-pub mod udp;
+mod timers;
+mod udp;
 
 pub use config::Config;
 pub use error::StartError;
 pub use server::{Handle, Running, Server};
 pub use stats::Summary;
+pub use udp::UdpCounts;
+
+/// The most datagrams one UDP pass reads before the loop moves on (section
+/// 6). Exported for the tests, which check that a UDP flood cannot starve
+/// a TCP client; nothing else needs it.
+pub use udp::BUDGET as UDP_BUDGET;

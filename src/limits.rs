@@ -207,7 +207,7 @@ impl Shared {
 /// The address a client is counted under for `--max-connections-per-ip`:
 /// IPv4 (also when it arrives IPv4-mapped on a dual-stack socket) as it
 /// is, IPv6 by its first `v6_prefix` bits.
-pub fn address_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+pub(crate) fn address_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let bits = u32::from(v6_prefix.min(128));

@@ -25,7 +25,7 @@
 //! line was cut short, the next one starts with a newline, so that the
 //! fragment does not run into it.
 //!
-//! Read next: [`crate::stats`], where `log_dropped` is reported.
+//! Read next: `src/stats.rs`, where `log_dropped` is reported.
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -7,27 +7,31 @@
 //! socket with `socket2` instead and ask for the largest backlog; the kernel
 //! clamps it to `net.core.somaxconn`.
 //!
-//! Addresses come from [`parse_socket_addr`], which takes what std's parser
-//! takes and an IPv6 scope by interface name as well (`[fe80::1%eth0]:7`).
+//! Addresses come from `mio_echo_net::parse_socket_addr`, which takes
+//! what std's parser takes and an IPv6 scope by interface name as well
+//! (`[fe80::1%eth0]:7`).
 //! An IPv4-mapped address (`[::ffff:127.0.0.1]:7`) is IPv4 seen through an
 //! IPv6 socket; Linux binds one only with `IPV6_V6ONLY` off, so such a
 //! socket always has it off.
 //!
 //! Read next: [`crate::server`], which registers these listeners.
 
-use std::ffi::CString;
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
+/// The descriptor budget and address parsing live in `mio-echo-net`, which
+/// the client and the load generator share with the server.
+pub(crate) use mio_echo_net::fd_limit;
+
 /// The backlog we ask `listen` for; the kernel lowers it to its maximum.
-pub const BACKLOG: i32 = 65_535;
+pub(crate) const BACKLOG: i32 = 65_535;
 
 /// How a listening socket is opened, beyond its address.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SocketOptions {
+pub(crate) struct SocketOptions {
     /// `SO_REUSEPORT`: several sockets, one per loop, share the address and
     /// the kernel spreads connections (and datagrams) across them.
     pub reuse_port: bool,
@@ -53,7 +57,7 @@ pub struct SocketOptions {
 }
 
 /// Applies `options`' buffer sizes (and, for TCP, keepalive) to `socket`.
-pub fn tune(socket: &SockRef<'_>, tcp: bool, options: SocketOptions) -> io::Result<()> {
+pub(crate) fn tune(socket: &SockRef<'_>, tcp: bool, options: SocketOptions) -> io::Result<()> {
     if let Some(size) = options.buffer {
         socket.set_send_buffer_size(size)?;
         socket.set_recv_buffer_size(size)?;
@@ -68,46 +72,11 @@ pub fn tune(socket: &SockRef<'_>, tcp: bool, options: SocketOptions) -> io::Resu
     Ok(())
 }
 
-/// What an address on the command line may look like.
-const EXPECTED: &str =
-    "expected IP:PORT, such as 127.0.0.1:7007, 0.0.0.0:7007, [::1]:7007 or [fe80::1%eth0]:7007";
-
-/// Parses `IP:PORT`, `[IPv6]:PORT` or `[IPv6%SCOPE]:PORT`, where the scope
-/// is an interface's number or its name (`[fe80::1%eth0]:7007`).
-///
-/// std's parser takes a numeric scope only; a name is looked up with
-/// `if_nametoindex`. The error is one line a person can act on.
-pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = s.parse() {
-        return Ok(addr);
-    }
-    let scoped = || -> Option<(Ipv6Addr, &str, u16)> {
-        let (inside, port) = s.strip_prefix('[')?.split_once("]:")?;
-        let (ip, scope) = inside.split_once('%')?;
-        Some((ip.parse().ok()?, scope, port.parse().ok()?))
-    };
-    match scoped() {
-        Some((ip, scope, port)) if !scope.is_empty() => {
-            let index = interface_index(scope).ok_or_else(|| {
-                format!("no network interface is named {scope:?} (`ip link` lists them)")
-            })?;
-            Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, index)))
-        }
-        _ => Err(EXPECTED.into()),
-    }
-}
-
-/// The index of the network interface called `name`, if there is one.
-fn interface_index(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    // SAFETY: if_nametoindex reads one NUL-terminated string, which lives
-    // across the call.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
-}
-
 /// A non-blocking TCP listener on `addr`, ready to register with a poll.
-pub fn bind_tcp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net::TcpListener> {
+pub(crate) fn bind_tcp(
+    addr: SocketAddr,
+    options: SocketOptions,
+) -> io::Result<mio::net::TcpListener> {
     let socket = new_socket(addr, Type::STREAM, Protocol::TCP, options)?;
     // Lets a restarted server bind while old connections sit in TIME_WAIT.
     // (On Linux it does not let two servers listen on one address.)
@@ -121,7 +90,10 @@ pub fn bind_tcp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net
 }
 
 /// A non-blocking UDP socket bound to `addr`.
-pub fn bind_udp(addr: SocketAddr, options: SocketOptions) -> io::Result<mio::net::UdpSocket> {
+pub(crate) fn bind_udp(
+    addr: SocketAddr,
+    options: SocketOptions,
+) -> io::Result<mio::net::UdpSocket> {
     let socket = new_socket(addr, Type::DGRAM, Protocol::UDP, options)?;
     tune(&SockRef::from(&socket), false, options)?;
     bind(&socket, addr)?;
@@ -174,47 +146,9 @@ fn new_socket(
     Ok(socket)
 }
 
-/// Raises this process's soft limit on open descriptors to its hard limit.
-///
-/// Every connection costs one descriptor, and the soft limit is often 1024
-/// while the hard limit allows far more. Returns the limit now in force.
-pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut limit = nofile()?;
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: setrlimit reads one rlimit through a valid pointer.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    fd_limit()
-}
-
-/// The current soft limit on open descriptors (`u64::MAX` when unlimited).
-pub fn fd_limit() -> io::Result<u64> {
-    let limit = nofile()?;
-    Ok(if limit.rlim_cur == libc::RLIM_INFINITY {
-        u64::MAX
-    } else {
-        limit.rlim_cur as u64
-    })
-}
-
-fn nofile() -> io::Result<libc::rlimit> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit through a valid pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(limit)
-}
-
 /// Whether an `accept` error means the process or system is out of a
 /// resource (descriptors, buffer memory) rather than one client's trouble.
-pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -224,51 +158,7 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What std's parser takes, this one takes, to the same address.
-    #[test]
-    fn plain_addresses_parse_as_std_parses_them() {
-        for s in ["127.0.0.1:7007", "0.0.0.0:0", "[::1]:7007", "[fe80::1%2]:7"] {
-            assert_eq!(parse_socket_addr(s), Ok(s.parse().unwrap()), "{s}");
-        }
-    }
-
-    /// A scope may name an interface: `lo` is the loopback's index.
-    #[test]
-    fn a_scope_may_be_an_interface_name() {
-        let lo = interface_index("lo").expect("a loopback interface named lo");
-        let addr = parse_socket_addr("[fe80::1%lo]:7007").unwrap();
-        let SocketAddr::V6(v6) = addr else {
-            panic!("{addr}")
-        };
-        assert_eq!(v6.scope_id(), lo);
-        assert_eq!(v6.port(), 7007);
-        assert_eq!(*v6.ip(), "fe80::1".parse::<Ipv6Addr>().unwrap());
-    }
-
-    /// An unknown interface is named in the error; a malformed address
-    /// says what is expected. Neither panics.
-    #[test]
-    fn bad_scopes_and_addresses_are_one_line_errors() {
-        let e = parse_socket_addr("[fe80::1%nosuch0]:7").unwrap_err();
-        assert!(e.contains("\"nosuch0\""), "{e}");
-        for bad in [
-            "[fe80::1%]:7",
-            "[fe80::1%lo]",
-            "[fe80::1%lo]:70000",
-            "[fe80::1%lo\0]:7",
-            "[nonsense%lo]:7",
-            "127.0.0.1%lo:7",
-            "",
-        ] {
-            let e = parse_socket_addr(bad).unwrap_err();
-            assert!(!e.contains('\n'), "{bad:?}: {e}");
-            assert!(
-                e.starts_with("expected IP:PORT") || e.contains("interface"),
-                "{e}"
-            );
-        }
-    }
+    use mio_echo_net::parse_socket_addr;
 
     /// An IPv4-mapped address binds with IPV6_V6ONLY on (the default) and
     /// takes IPv4 connections to the address it maps.

@@ -77,18 +77,18 @@ use crate::udp;
 /// The shared read buffer's size. Every TCP echo passes through it. 32 KiB
 /// moves bulk streams faster than 64 KiB on Linux loopback and keeps a pass
 /// short.
-pub const READ_BUF: usize = 32 * 1024;
+pub(crate) const READ_BUF: usize = 32 * 1024;
 
 /// How many bytes one pass may read from one connection before the loop
 /// moves on to the others.
-pub const BUDGET: usize = 256 * 1024;
+pub(crate) const BUDGET: usize = 256 * 1024;
 
 /// Events taken from the kernel per `poll`.
 const EVENTS: usize = 1024;
 
 /// The most connections one pass accepts from one listener before the loop
 /// serves the others; the listener goes on the ready list for the rest.
-pub const ACCEPT_BATCH: usize = 64;
+pub(crate) const ACCEPT_BATCH: usize = 64;
 
 /// While connections wait for memory that another loop may free, how often
 /// to look.
@@ -99,7 +99,7 @@ const MEMORY_RETRY: Duration = Duration::from_millis(10);
 const TRIM_STEP: usize = 8 << 20;
 
 /// While `accept` fails for want of descriptors, how often to try again.
-pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// The shortest time between two warnings of the same kind.
 const WARN_EVERY: Duration = Duration::from_secs(10);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Milliseconds since the loop started, wrapping after 49 days: enough to
 /// time idleness and lifetimes, in four bytes per timestamp.
-pub type Tick = u32;
+pub(crate) type Tick = u32;
 
 /// Closes connections that have been quiet for `timeout`.
 ///
@@ -23,14 +23,14 @@ pub type Tick = u32;
 /// back for the remainder. Traffic never touches the queue; a busy
 /// connection costs one heap operation per timeout period.
 #[derive(Debug)]
-pub struct IdleTimers {
+pub(crate) struct IdleTimers {
     timeout: Duration,
     queue: BinaryHeap<Reverse<(Instant, usize, u32)>>,
 }
 
 impl IdleTimers {
     /// Timers that expire connections quiet for `timeout`.
-    pub fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         IdleTimers {
             timeout,
             queue: BinaryHeap::new(),
@@ -38,12 +38,12 @@ impl IdleTimers {
     }
 
     /// Starts timing connection `id`, at slab `key`, from `now`.
-    pub fn start(&mut self, key: usize, id: u32, now: Instant) {
+    pub(crate) fn start(&mut self, key: usize, id: u32, now: Instant) {
         self.queue.push(Reverse((now + self.timeout, key, id)));
     }
 
     /// When the earliest entry comes due.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.queue.peek().map(|Reverse((at, _, _))| *at)
     }
 
@@ -52,7 +52,7 @@ impl IdleTimers {
     /// how long the connection at `key` has been quiet, or `None` when that
     /// key now holds another connection (or none): the entry outlived its
     /// connection and is dropped.
-    pub fn expired(
+    pub(crate) fn expired(
         &mut self,
         now: Instant,
         mut quiet: impl FnMut(usize, u32) -> Option<Duration>,
@@ -81,18 +81,19 @@ impl IdleTimers {
     /// wait until their deadline: with many short connections and a long
     /// timeout they would pile up, so the loop sweeps them out once they
     /// outnumber the live ones (an O(n) pass every n closes: O(1) each).
-    pub fn retain(&mut self, mut live: impl FnMut(usize, u32) -> bool) {
+    pub(crate) fn retain(&mut self, mut live: impl FnMut(usize, u32) -> bool) {
         self.queue.retain(|Reverse((_, key, id))| live(*key, *id));
     }
 
     /// How many entries are queued: one per live connection, plus those of
     /// closed connections not yet swept.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.queue.len()
     }
 
     /// Whether no entry is queued.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 }
@@ -100,19 +101,19 @@ impl IdleTimers {
 /// Lets a warning of one kind through at most once per `every`, so a flood
 /// of the same failure cannot flood the log.
 #[derive(Debug)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     every: Duration,
     last: Option<Instant>,
 }
 
 impl RateLimit {
     /// A limit of one message per `every`.
-    pub const fn new(every: Duration) -> Self {
+    pub(crate) const fn new(every: Duration) -> Self {
         RateLimit { every, last: None }
     }
 
     /// Whether a message may go out at `now`.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         match self.last {
             Some(last) if now.duration_since(last) < self.every => false,
             _ => {

@@ -127,7 +127,7 @@ impl Bucket {
 /// Whether a datagram may be answered under the rate limits, and which
 /// limit said no.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Within both limits: answer it (a token of each was spent).
     Answer,
     /// Its source has used its `rate_per_source` (a loop, or a flood).
@@ -139,7 +139,7 @@ pub enum Verdict {
 /// The rate limits on UDP replies: a token bucket per source in a fixed
 /// table, and one bucket for all sources together (see the module doc).
 #[derive(Debug)]
-pub struct ReplyLimit {
+pub(crate) struct ReplyLimit {
     rate_per_source: u32,
     rate: u32,
     /// Random per process, so nobody can choose sources that share a slot.
@@ -154,7 +154,7 @@ impl ReplyLimit {
     /// Limits of `rate_per_source` replies a second to one source and
     /// `rate` to all together, each with a burst of as many. A rate of 0
     /// answers nothing.
-    pub fn new(rate_per_source: u32, rate: u32) -> ReplyLimit {
+    pub(crate) fn new(rate_per_source: u32, rate: u32) -> ReplyLimit {
         ReplyLimit {
             rate_per_source,
             rate,
@@ -169,7 +169,7 @@ impl ReplyLimit {
     /// only when both have one, so a datagram refused by the total limit
     /// costs its source nothing, and one refused by its source's limit
     /// costs the others nothing.
-    pub fn check(&mut self, from: IpAddr, now: u64) -> Verdict {
+    pub(crate) fn check(&mut self, from: IpAddr, now: u64) -> Verdict {
         if self.sources.is_empty() {
             self.sources = vec![Bucket::default(); SOURCE_SLOTS];
         }
@@ -204,7 +204,7 @@ fn source_key(ip: IpAddr) -> IpAddr {
 
 /// Large enough for any UDP payload (65,507 bytes over IPv4, 65,527 over
 /// IPv6), so nothing is truncated.
-pub const DATAGRAM_BUF: usize = 64 * 1024;
+pub(crate) const DATAGRAM_BUF: usize = 64 * 1024;
 
 /// What UDP did, for the server's totals. Every datagram read is counted
 /// once, in `echoed`, `dropped`, `refused` or `limited`.
@@ -217,11 +217,11 @@ pub struct UdpCounts {
     /// Replies dropped because the kernel could not take them.
     pub dropped: u64,
     /// Datagrams not answered because their source could start a
-    /// reflection loop or flood a third party ([`refuse_reason`], or the
+    /// reflection loop or flood a third party (`refuse_reason`, or the
     /// port we serve).
     pub refused: u64,
     /// Datagrams not answered because their source, or all sources
-    /// together, were over their rate ([`ReplyLimit`]).
+    /// together, were over their rate (`ReplyLimit`).
     pub limited: u64,
     /// Datagrams the kernel dropped, never read, because the socket's
     /// receive queue was full (`SO_RXQ_OVFL`, which also counts the rare
@@ -231,7 +231,7 @@ pub struct UdpCounts {
 }
 
 /// Why a source gets no reply, or `None` when it may be answered.
-pub fn refuse_reason(from: SocketAddr) -> Option<&'static str> {
+pub(crate) fn refuse_reason(from: SocketAddr) -> Option<&'static str> {
     if from.port() < 1024 {
         return Some("source port below 1024 (another service could answer back)");
     }
@@ -254,7 +254,7 @@ pub fn refuse_reason(from: SocketAddr) -> Option<&'static str> {
 /// Asks the kernel to attach its count of dropped datagrams to each one
 /// received on `socket` (`SO_RXQ_OVFL`), for `overflow`. Does nothing
 /// except on Linux.
-pub fn count_overflow(socket: &UdpSocket) -> io::Result<()> {
+pub(crate) fn count_overflow(socket: &UdpSocket) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -376,7 +376,7 @@ fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr,
 /// counted once); it and `counts` are brought up to date. Returns `true` when the
 /// budget ran out before `WouldBlock`: the socket may hold more, and no new
 /// event will say so.
-pub fn echo_pass(
+pub(crate) fn echo_pass(
     socket: &UdpSocket,
     local: SocketAddr,
     limit: &mut ReplyLimit,

@@ -55,7 +55,7 @@ fn a_scope_by_interface_name_is_taken() {
 #[test]
 fn an_unknown_interface_is_a_usage_error_naming_it() {
     let bad = "[fe80::1%nosuch0]:7007";
-    let client = Command::new(env!("CARGO_BIN_EXE_echo-client"));
+    let client = Command::new(common::workspace_bin("echo-client"));
     for mut command in [server_command(), client] {
         if command
             .get_program()
@@ -110,9 +110,9 @@ impl Netns {
 
     /// `program args...` run inside the namespace (`ip netns exec` execs
     /// it, so the child's pid is the program's).
-    fn command(&self, program: &str) -> Command {
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.0, program]);
+        command.args(["netns", "exec", &self.0]).arg(program);
         command
     }
 }
@@ -172,7 +172,7 @@ fn a_link_local_address_with_its_interface_is_served() {
     assert_ne!(v6.scope_id(), 0, "{addr}");
 
     let target = format!("[fe80::1%lo]:{}", addr.port());
-    let mut client = netns.command(env!("CARGO_BIN_EXE_echo-client"));
+    let mut client = netns.command(common::workspace_bin("echo-client"));
     client.args(["-m", "link-local", &target]);
     let run = common::run(&mut client, Vec::new());
     run.assert_success();

@@ -298,7 +298,7 @@ fn process_state(pid: u32) -> char {
 }
 
 /// With datagrams queued ahead of a TCP client, the loop turns to the
-/// client after at most two UDP passes of `udp::BUDGET` datagrams (one for
+/// client after at most two UDP passes of `UDP_BUDGET` datagrams (one for
 /// the event, one from the ready list while the client is being accepted),
 /// not after draining the queue.
 ///
@@ -307,7 +307,7 @@ fn process_state(pid: u32) -> char {
 /// the resumed loop served them.
 #[test]
 fn udp_budget_lets_a_waiting_tcp_client_in() {
-    let budget = mio_echo::udp::BUDGET;
+    let budget = mio_echo::UDP_BUDGET;
     // Rates that never bind: every queued datagram is echoed (and traced),
     // and the sync datagram from the flood's address is answered.
     let mut server = EchoServer::start(

@@ -979,7 +979,7 @@ fn ten_thousand_concurrent_connections_each_echo_and_cost_little_memory() {
         Ipv4Addr::new(127, 0, 0, 4),
     ];
     // This process holds one end of every connection (plus other tests').
-    let limit = mio_echo::net::raise_fd_limit().unwrap();
+    let limit = mio_echo_net::raise_fd_limit().unwrap();
     assert!(
         limit >= (CONNECTIONS + 2000) as u64,
         "this test needs an open-file limit of {} (ulimit -Hn); it is {limit}",

@@ -174,27 +174,44 @@ fn the_transcript_shows_what_the_loop_really_logs() {
     }
 }
 
-/// The format strings of every log call in `src/`.
+/// The format strings of every log call in the server's `src/`, found
+/// recursively (the binary in `src/bin/` too), so that files can move.
+/// Only the server's package: the transcript is the server's log, and the
+/// other members' lines never appear in it.
 fn log_formats() -> Vec<String> {
     let mut formats = Vec::new();
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            for (i, _) in text.match_indices("log::") {
-                let rest = &text[i..];
-                let Some(open) = rest.find("!(") else {
-                    continue;
-                };
-                let after = rest[open + 2..].trim_start();
-                if let Some(body) = after.strip_prefix('"') {
-                    formats.push(string_literal(body));
-                }
+    let mut sources = Vec::new();
+    rust_files(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src")),
+        &mut sources,
+    );
+    assert!(!sources.is_empty(), "no sources found under src/");
+    for path in sources {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, _) in text.match_indices("log::") {
+            let rest = &text[i..];
+            let Some(open) = rest.find("!(") else {
+                continue;
+            };
+            let after = rest[open + 2..].trim_start();
+            if let Some(body) = after.strip_prefix('"') {
+                formats.push(string_literal(body));
             }
         }
     }
     formats
+}
+
+/// Every `.rs` file under `dir`, in subdirectories too.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
 }
 
 /// The text of a Rust string literal whose opening quote was just read,

@@ -36,7 +36,7 @@ fn add(ep: RawFd, fd: RawFd, events: u32) -> io::Result<()> {
 }
 
 /// Serves `listener` on this thread forever.
-pub fn serve(listener: TcpListener) -> io::Result<()> {
+pub(crate) fn serve(listener: TcpListener) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let lfd = listener.as_raw_fd();
     // SAFETY: plain syscall.

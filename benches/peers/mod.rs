@@ -12,18 +12,18 @@
 
 #![allow(dead_code)]
 
-pub mod epoll;
-pub mod threads;
-pub mod tokio_rt;
+pub(crate) mod epoll;
+pub(crate) mod threads;
+pub(crate) mod tokio_rt;
 
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
 
 /// The servers by name, as `examples/peer.rs` and the benches call them.
-pub const NAMES: [&str; 3] = ["epoll", "tokio", "threads"];
+pub(crate) const NAMES: [&str; 3] = ["epoll", "tokio", "threads"];
 
 /// Runs the named server on `listener`, on this thread, forever.
-pub fn serve(name: &str, listener: TcpListener) -> std::io::Result<()> {
+pub(crate) fn serve(name: &str, listener: TcpListener) -> std::io::Result<()> {
     match name {
         "epoll" => epoll::serve(listener),
         "tokio" => tokio_rt::serve(listener),
@@ -37,7 +37,7 @@ pub fn serve(name: &str, listener: TcpListener) -> std::io::Result<()> {
 
 /// Starts the named server on `127.0.0.1:0` on a detached thread and
 /// returns its address. It lives until the process exits.
-pub fn spawn(name: &'static str) -> SocketAddr {
+pub(crate) fn spawn(name: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local address");
     thread::Builder::new()

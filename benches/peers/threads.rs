@@ -5,7 +5,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::thread;
 
 /// Accepts forever; each connection gets its own thread.
-pub fn serve(listener: TcpListener) -> io::Result<()> {
+pub(crate) fn serve(listener: TcpListener) -> io::Result<()> {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         thread::spawn(move || echo(stream));

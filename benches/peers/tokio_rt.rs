@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use tokio::io::AsyncWriteExt;
 
 /// Runs a single-threaded runtime on this thread, accepting forever.
-pub fn serve(listener: TcpListener) -> io::Result<()> {
+pub(crate) fn serve(listener: TcpListener) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()

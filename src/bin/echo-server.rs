@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mio_echo::config::DEFAULT_ADDR;
+use mio_echo::config::{DEFAULT_RATE, DEFAULT_RATE_PER_SOURCE, MAX_RATE};
 use mio_echo::group::Group;
-use mio_echo::{logging, net, systemd, udp, Config};
+use mio_echo::{logging, systemd, Config};
+use mio_echo_cli::usage_error;
+use mio_echo_net::{describe, parse_socket_addr, raise_fd_limit, DEFAULT_ADDR};
 
 /// An RFC 862 echo server: every byte a client sends comes back to it, in
 /// order, until the client closes.
@@ -34,36 +36,36 @@ use mio_echo::{logging, net, systemd, udp, Config};
 #[derive(Parser, Debug)]
 #[command(name = "echo-server", version)]
 struct Args {
-    /// TCP address to serve, as IP:PORT ([::1]:PORT for IPv6, with an
-    /// interface name or number for a link-local one: [fe80::1%eth0]:PORT).
+    /// TCP address to serve, as IP:PORT (`[::1]:PORT` for IPv6, with an
+    /// interface name or number for a link-local one: `[fe80::1%eth0]:PORT`).
     /// Repeat to serve several. Port 0 picks a free port; the log says which.
     /// [default: 127.0.0.1:7007, unless sockets came by socket activation]
-    #[arg(short, long = "listen", value_name = "ADDR", value_parser = net::parse_socket_addr)]
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_socket_addr)]
     listen: Vec<SocketAddr>,
 
     /// UDP address to serve (RFC 862 datagram echo), as IP:PORT. Repeat to
     /// serve several. Replies to ports below 1024, broadcast and multicast
     /// sources are never sent.
-    #[arg(short, long = "udp", value_name = "ADDR", value_parser = net::parse_socket_addr)]
+    #[arg(short, long = "udp", value_name = "ADDR", value_parser = parse_socket_addr)]
     udp: Vec<SocketAddr>,
 
     /// UDP replies per second to one source (an IP address; IPv6 by /64),
     /// with a burst of as many. A loop with another echo server, started by
     /// one forged datagram, costs at most N replies and then ends.
-    #[arg(long, value_name = "N", default_value_t = udp::DEFAULT_RATE_PER_SOURCE,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(udp::MAX_RATE)))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE_PER_SOURCE,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RATE)))]
     udp_rate_per_source: u32,
 
     /// UDP replies per second to all sources together, with a burst of as
     /// many: bounds what a flood from many forged sources makes the server
     /// send.
-    #[arg(long, value_name = "N", default_value_t = udp::DEFAULT_RATE,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(udp::MAX_RATE)))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RATE)))]
     udp_rate: u32,
 
-    /// Let an IPv6 wildcard such as [::]:7007 take IPv4 connections too
+    /// Let an IPv6 wildcard such as `[::]:7007` take IPv4 connections too
     /// (IPV6_V6ONLY off). By default IPv6 sockets are IPv6-only, so
-    /// 0.0.0.0:7007 and [::]:7007 can both be served.
+    /// 0.0.0.0:7007 and `[::]:7007` can both be served.
     #[arg(long)]
     dual_stack: bool,
 
@@ -84,13 +86,13 @@ struct Args {
 
     /// Log the counters at info every SECS seconds (0: only on SIGUSR1 and
     /// at exit).
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs,
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = mio_echo_cli::secs,
           allow_negative_numbers = true)]
     stats_interval: Duration,
 
     /// After SIGINT/SIGTERM, how many seconds owed bytes may drain before
     /// every connection is closed.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs,
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = mio_echo_cli::secs,
           allow_negative_numbers = true)]
     shutdown_timeout: Duration,
 
@@ -121,7 +123,7 @@ struct Args {
     /// never answers, so clients that vanish without FIN or RST (a cable
     /// pulled, a host powered off) do not hold a slot forever. 0 turns it
     /// off.
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs,
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = mio_echo_cli::secs,
           allow_negative_numbers = true)]
     keepalive: Duration,
 
@@ -146,35 +148,18 @@ struct Args {
 
     /// Close a connection after this many seconds without traffic either
     /// way (0: never; RFC 862 lets the client decide when to leave).
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs,
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = mio_echo_cli::secs,
           allow_negative_numbers = true)]
     idle_timeout: Duration,
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| "expected a number of seconds, 0 or more".to_string())
-}
-
+/// A byte size (see `mio_echo_cli::bytes`), at most what the library
+/// accepts ([`mio_echo::config::MAX_BYTES`]).
 fn parse_bytes(s: &str) -> Result<usize, String> {
-    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => s.split_at(i),
-        None => (s, ""),
-    };
-    let scale: usize = match unit {
-        "" => 1,
-        "K" | "k" | "KiB" => 1 << 10,
-        "M" | "m" | "MiB" => 1 << 20,
-        "G" | "g" | "GiB" => 1 << 30,
-        _ => return Err("expected a number of bytes, such as 65536, 64K or 1M".into()),
-    };
-    digits
-        .parse::<usize>()
+    let n = mio_echo_cli::bytes(s)?;
+    usize::try_from(n)
         .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .filter(|&n| n > 0 && n <= mio_echo::config::MAX_BYTES)
+        .filter(|&n| n <= mio_echo::config::MAX_BYTES)
         .ok_or_else(|| "expected a number of bytes from 1 to 1T, such as 65536, 64K or 1M".into())
 }
 
@@ -203,16 +188,13 @@ fn init_logging() {
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(e) => return mio_echo::error::usage_error(e),
+        Err(e) => return usage_error(e),
     };
     init_logging();
 
     // Each connection holds a descriptor; ask for every one we may have.
-    if let Err(e) = mio_echo::net::raise_fd_limit() {
-        log::warn!(
-            "cannot raise the open-file limit: {}",
-            mio_echo::error::describe(&e)
-        );
+    if let Err(e) = raise_fd_limit() {
+        log::warn!("cannot raise the open-file limit: {}", describe(&e));
     }
 
     let inherited = match systemd::listen_fds() {
@@ -263,10 +245,7 @@ fn main() -> ExitCode {
     };
     group.announce();
     if let Err(e) = systemd::notify("READY=1") {
-        log::warn!(
-            "cannot notify the service manager: {}",
-            mio_echo::error::describe(&e)
-        );
+        log::warn!("cannot notify the service manager: {}", describe(&e));
     }
     match group.run() {
         Ok(summary) => {
@@ -274,10 +253,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!(
-                "error: the poll loop failed: {}",
-                mio_echo::error::describe(&e)
-            );
+            eprintln!("error: the poll loop failed: {}", describe(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,332 +1,19 @@
-//! Helpers the integration tests share: an in-process server, seeded random
-//! payloads, a full-duplex echo exchange, byte-exact comparison, and child
-//! processes that are waited on with a deadline and killed if a test fails.
+//! Helpers the server's integration tests share: everything in the
+//! workspace's test kit (`test-kit/`: an in-process server, random
+//! payloads, echo exchanges, child processes with deadlines), and what only
+//! these tests need: the `echo-server` binary run as a child process and
+//! read from its log, and what /proc says about it.
 //!
 //! Each test file compiles this module on its own and uses a part of it.
 #![allow(dead_code)]
 
-use std::fmt::Display;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::ops::{Deref, DerefMut};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::thread::{self, JoinHandle};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use rand::rngs::SmallRng;
-use rand::{Rng, RngCore, SeedableRng};
-
-/// The longest any one child process, or any one wait for a condition, may
-/// take before the test fails. Generous: debug builds on a busy two-core
-/// machine are slow, and a healthy run takes a small fraction of it.
-pub const DEADLINE: Duration = Duration::from_secs(60);
-
-/// The longest one blocking socket read or write may take in a test client.
-/// A server that stops answering fails the test after this, never hangs it.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A real echo server on a free loopback port, running on its own thread in
-/// this process and stopped when dropped.
-pub fn server() -> mio_echo::Running {
-    server_with(mio_echo::Config::loopback())
-}
-
-/// Like [`server`], with a configuration of the test's own.
-pub fn server_with(config: mio_echo::Config) -> mio_echo::Running {
-    mio_echo::Server::bind(config)
-        .expect("bind the in-process server")
-        .spawn()
-        .expect("start the server thread")
-}
-
-/// `len` pseudo-random bytes, the same for the same `seed`.
-///
-/// `SmallRng` rather than `StdRng`: test payloads run to tens of MiB and a
-/// debug build fills them about fifteen times faster; nothing here needs
-/// cryptographic quality, only reproducibility on this machine.
-pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; len];
-    SmallRng::seed_from_u64(seed).fill_bytes(&mut bytes);
-    bytes
-}
-
-/// Chunk sizes from 1 B to `max` that add up to `len`, spread evenly over
-/// orders of magnitude so that tiny writes are as common as large ones.
-pub fn random_chunks(rng: &mut impl Rng, len: usize, max: usize) -> Vec<usize> {
-    assert!(max >= 1);
-    let top = usize::BITS - max.leading_zeros();
-    let mut chunks = Vec::new();
-    let mut left = len;
-    while left > 0 {
-        let scale = 1usize << rng.random_range(0..top);
-        let size = rng.random_range(1..=scale.min(max)).min(left);
-        chunks.push(size);
-        left -= size;
-    }
-    chunks
-}
-
-/// Connects to `addr` with [`IO_TIMEOUT`] on every read and write.
-pub fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
-}
-
-/// The whole client side of one echo session on `stream`: writes `data` in
-/// pieces of the given sizes, then half-closes (`shutdown(Write)`), while
-/// this thread reads the echo until the server's EOF. Reading and writing at
-/// once is what keeps a large payload from deadlocking against the server's
-/// back-pressure. Returns everything read, which a correct server makes equal
-/// to `data`; a reset or a timeout is an error.
-pub fn exchange(stream: &TcpStream, data: &[u8], chunks: &[usize]) -> io::Result<Vec<u8>> {
-    exchange_reading(stream, data, chunks, 64 * 1024)
-}
-
-/// [`exchange`], reading the echo at most `read_size` bytes at a time: a
-/// small size makes a slow reader, which the server must queue bytes for.
-pub fn exchange_reading(
-    stream: &TcpStream,
-    data: &[u8],
-    chunks: &[usize],
-    read_size: usize,
-) -> io::Result<Vec<u8>> {
-    assert_eq!(
-        chunks.iter().sum::<usize>(),
-        data.len(),
-        "chunks cover data"
-    );
-    let mut writer = stream.try_clone()?;
-    thread::scope(|scope| {
-        let sending = scope.spawn(move || -> io::Result<()> {
-            let mut at = 0;
-            for &size in chunks {
-                writer.write_all(&data[at..at + size])?;
-                at += size;
-            }
-            writer.shutdown(Shutdown::Write)
-        });
-        let mut echo = Vec::with_capacity(data.len());
-        let read = read_to_eof(stream, &mut echo, read_size);
-        let sent = sending.join().expect("the writer thread panicked");
-        sent.map_err(|e| io::Error::new(e.kind(), format!("sending: {e}")))?;
-        read.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("reading the echo after {} bytes: {e}", echo.len()),
-            )
-        })?;
-        Ok(echo)
-    })
-}
-
-/// Reads until EOF, `read_size` bytes at most per call, appending to `out`.
-pub fn read_to_eof(mut stream: &TcpStream, out: &mut Vec<u8>, read_size: usize) -> io::Result<()> {
-    let mut buf = vec![0u8; read_size];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Connects to `addr` with a receive buffer of about `rcvbuf` bytes, set
-/// before the handshake so the window the server sees stays that small,
-/// and [`IO_TIMEOUT`] on every read and write.
-pub fn connect_small_window(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .unwrap();
-    socket.set_recv_buffer_size(rcvbuf).unwrap();
-    socket
-        .connect(&addr.into())
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
-}
-
-/// Connects, runs [`exchange`] with chunks of up to 64 KiB drawn from `rng`,
-/// and fails unless the echo is `data` exactly, followed by EOF.
-pub fn echo_ok(addr: SocketAddr, data: &[u8], rng: &mut impl Rng, what: impl Display) {
-    let stream = connect(addr);
-    let chunks = random_chunks(rng, data.len(), 64 * 1024);
-    let echo = exchange(&stream, data, &chunks).unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert_same_bytes(data, &echo, what);
-}
-
-/// `None` if `got` is `sent` byte for byte; otherwise what differs: the
-/// lengths and the first offset where they part. Never prints the payloads.
-pub fn difference(sent: &[u8], got: &[u8]) -> Option<String> {
-    if sent == got {
-        return None;
-    }
-    let first = sent
-        .iter()
-        .zip(got)
-        .position(|(a, b)| a != b)
-        .unwrap_or(sent.len().min(got.len()));
-    Some(format!(
-        "sent {} bytes, got {} back; they first differ at offset {first}",
-        sent.len(),
-        got.len()
-    ))
-}
-
-/// Fails unless `got` equals `sent`, naming `what` (include the seed).
-pub fn assert_same_bytes(sent: &[u8], got: &[u8], what: impl Display) {
-    if let Some(diff) = difference(sent, got) {
-        panic!("{what}: {diff}");
-    }
-}
-
-/// Polls `done` every few milliseconds until it holds, failing the test
-/// with `what` after [`DEADLINE`]. The sleep only paces the polling.
-pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "still waiting after {DEADLINE:?}: {what}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// A child process that is killed and reaped when dropped, so a failing test
-/// never leaves one running. Derefs to the [`Child`].
-pub struct Guarded(Child);
-
-impl Guarded {
-    /// Starts `command`; every child of these tests goes through here.
-    pub fn spawn(command: &mut Command) -> Guarded {
-        Guarded(command.spawn().expect("start the child process"))
-    }
-}
-
-impl Deref for Guarded {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl DerefMut for Guarded {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        // Our own child: killing one that already exited is harmless, and
-        // `wait` reaps it either way.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits for `child` until [`DEADLINE`] after `started`; past it, kills the
-/// child (ours) and fails the test.
-pub fn wait(child: &mut Child, started: Instant) -> ExitStatus {
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child process still running after {DEADLINE:?}");
-        }
-        // Polling interval only: the deadline, not this sleep, is the bound.
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Writes `input` to the child's stdin from a thread, then closes it, so a
-/// large input cannot deadlock against the output we read meanwhile. A
-/// child that exits early makes the write fail; that is not our failure.
-pub fn feed(stdin: ChildStdin, input: Vec<u8>) -> JoinHandle<()> {
-    thread::spawn(move || {
-        let mut stdin = stdin;
-        let _ = stdin.write_all(&input);
-    })
-}
-
-/// Reads a pipe to its end on a thread.
-pub fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
-}
-
-/// What a finished child process left behind.
-pub struct Run {
-    pub status: ExitStatus,
-    pub stdout: Vec<u8>,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
-
-impl Run {
-    /// The non-empty lines of standard error.
-    pub fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| !l.is_empty()).collect()
-    }
-
-    /// Fails unless the run succeeded with nothing on standard error.
-    pub fn assert_success(&self) {
-        assert!(
-            self.status.success(),
-            "failed with {}: {}",
-            self.status,
-            self.stderr
-        );
-        assert!(self.stderr.is_empty(), "unexpected stderr: {}", self.stderr);
-    }
-
-    /// Fails unless the run failed with exactly one `error:` line and no panic.
-    pub fn assert_one_error_line(&self) {
-        assert!(!self.status.success(), "expected a failure");
-        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
-        let lines = self.stderr_lines();
-        assert_eq!(lines.len(), 1, "expected one line, got: {:?}", self.stderr);
-        assert!(lines[0].starts_with("error: "), "{}", lines[0]);
-    }
-}
-
-/// Runs `command` to its end (within [`DEADLINE`]) with `input` on stdin.
-pub fn run(command: &mut Command, input: Vec<u8>) -> Run {
-    let started = Instant::now();
-    let mut child = Guarded::spawn(
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
-    let feeder = feed(child.stdin.take().unwrap(), input);
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let status = wait(&mut child, started);
-    let elapsed = started.elapsed();
-    feeder.join().unwrap();
-    Run {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: String::from_utf8_lossy(&stderr.join().unwrap()).into_owned(),
-        elapsed,
-    }
-}
+pub(crate) use echo_test_kit::*;
 
 // ---------------------------------------------------------------------------
 // The `echo-server` binary, run as a child process and read from its log.
@@ -335,12 +22,12 @@ pub fn run(command: &mut Command, input: Vec<u8>) -> Run {
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 
 /// What the server logs for each TCP listener once it is ready.
-pub const LISTENING: &str = "listening on tcp://";
+pub(crate) const LISTENING: &str = "listening on tcp://";
 
 /// The server binary with a clean logging environment: the default level
 /// (info) unless a test asks for another. `MIO_ECHO_SERVER_BIN` names
 /// another build to run instead (to see a test fail on an older server).
-pub fn server_command() -> Command {
+pub(crate) fn server_command() -> Command {
     let bin = std::env::var_os("MIO_ECHO_SERVER_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_echo-server").into());
     let mut command = Command::new(bin);
@@ -350,7 +37,7 @@ pub fn server_command() -> Command {
 
 /// One `listening on SCHEME://ADDR` line of the server's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listening {
+pub(crate) struct Listening {
     /// `udp://` rather than `tcp://`.
     pub udp: bool,
     /// The address served, port 0 resolved.
@@ -361,7 +48,7 @@ pub struct Listening {
 
 impl Listening {
     /// Parses the `listening on` part of a log line, if it has one.
-    pub fn parse(line: &str) -> Option<Listening> {
+    pub(crate) fn parse(line: &str) -> Option<Listening> {
         const PREFIX: &str = "listening on ";
         let rest = &line[line.find(PREFIX)? + PREFIX.len()..];
         let (udp, rest) = match (rest.strip_prefix("tcp://"), rest.strip_prefix("udp://")) {
@@ -381,7 +68,7 @@ impl Listening {
 
 /// A running `echo-server`, killed when dropped. Its standard error is read
 /// line by line on a thread, so the test can wait for a line with a deadline.
-pub struct EchoServer {
+pub(crate) struct EchoServer {
     pub child: Guarded,
     lines: Receiver<String>,
     /// Every line read so far, for failure messages and final checks.
@@ -390,7 +77,7 @@ pub struct EchoServer {
 
 impl EchoServer {
     /// Starts the server with `args` and `RUST_LOG` set to `log`, if given.
-    pub fn start(args: &[&str], log: Option<&str>) -> EchoServer {
+    pub(crate) fn start(args: &[&str], log: Option<&str>) -> EchoServer {
         let mut command = server_command();
         command.args(args);
         if let Some(level) = log {
@@ -401,7 +88,7 @@ impl EchoServer {
 
     /// Starts `command` (an `echo-server`, perhaps behind a shell that
     /// `exec`s it) with standard error piped to the line reader.
-    pub fn spawn(command: &mut Command) -> EchoServer {
+    pub(crate) fn spawn(command: &mut Command) -> EchoServer {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -425,13 +112,13 @@ impl EchoServer {
     }
 
     /// The server's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The next line of standard error; `None` once the server closed it.
     /// Fails the test if none comes before `deadline`.
-    pub fn next_line(&mut self, deadline: Instant) -> Option<String> {
+    pub(crate) fn next_line(&mut self, deadline: Instant) -> Option<String> {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(left) {
             Ok(line) => {
@@ -450,7 +137,7 @@ impl EchoServer {
 
     /// Waits (within [`DEADLINE`]) for the next line that contains `text`
     /// and returns it; fails if standard error closes first.
-    pub fn line_containing(&mut self, text: &str) -> String {
+    pub(crate) fn line_containing(&mut self, text: &str) -> String {
         let deadline = Instant::now() + DEADLINE;
         loop {
             match self.next_line(deadline) {
@@ -466,7 +153,7 @@ impl EchoServer {
 
     /// Waits for `n` `listening on tcp://ADDR` lines and returns the
     /// addresses, in the order logged.
-    pub fn listening(&mut self, n: usize) -> Vec<SocketAddr> {
+    pub(crate) fn listening(&mut self, n: usize) -> Vec<SocketAddr> {
         let deadline = Instant::now() + DEADLINE;
         let mut addrs = Vec::new();
         while addrs.len() < n {
@@ -484,7 +171,7 @@ impl EchoServer {
 
     /// Waits for `n` `listening on` lines, TCP or UDP, and returns them in
     /// the order logged.
-    pub fn sockets(&mut self, n: usize) -> Vec<Listening> {
+    pub(crate) fn sockets(&mut self, n: usize) -> Vec<Listening> {
         let deadline = Instant::now() + DEADLINE;
         let mut found = Vec::new();
         while found.len() < n {
@@ -501,7 +188,7 @@ impl EchoServer {
     }
 
     /// Sends `signal` to the server (a process this test started).
-    pub fn signal(&self, signal: libc::c_int) {
+    pub(crate) fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: kill(2) takes plain integers; the pid is our own child,
         // which the guard has not reaped yet.
@@ -511,7 +198,7 @@ impl EchoServer {
 
     /// Waits for the server to exit, then for the rest of its standard
     /// error; returns its status and every line it wrote.
-    pub fn finish(mut self) -> (ExitStatus, Vec<String>) {
+    pub(crate) fn finish(mut self) -> (ExitStatus, Vec<String>) {
         let status = wait(&mut self.child, Instant::now());
         let deadline = Instant::now() + DEADLINE;
         while self.next_line(deadline).is_some() {}
@@ -520,13 +207,13 @@ impl EchoServer {
 }
 
 /// The `key=value` fields of a line, such as `connections=2`.
-pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Whether this machine has an IPv6 loopback to test on.
-pub fn has_ipv6_loopback() -> bool {
+pub(crate) fn has_ipv6_loopback() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
@@ -536,7 +223,7 @@ pub fn has_ipv6_loopback() -> bool {
 // ---------------------------------------------------------------------------
 
 /// Resident memory (`VmRSS`) of process `pid`, in bytes.
-pub fn rss(pid: u32) -> u64 {
+pub(crate) fn rss(pid: u32) -> u64 {
     let status =
         std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
     let line = status
@@ -552,7 +239,7 @@ pub fn rss(pid: u32) -> u64 {
 }
 
 /// CPU time process `pid` has used so far, user and system together.
-pub fn cpu_time(pid: u32) -> Duration {
+pub(crate) fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
     // The command name, in parentheses, may hold spaces: count fields from
     // after its closing parenthesis, where field 3 (state) is index 0 and
@@ -571,14 +258,14 @@ pub fn cpu_time(pid: u32) -> Duration {
 }
 
 /// How many descriptors process `pid` holds open.
-pub fn open_fds(pid: u32) -> usize {
+pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("read /proc/PID/fd")
         .count()
 }
 
 /// The number in a line's `key=N` field, such as `connections=2`.
-pub fn count(line: &str, key: &str) -> u64 {
+pub(crate) fn count(line: &str, key: &str) -> u64 {
     field(line, key)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no {key}=N in {line:?}"))
@@ -587,7 +274,7 @@ pub fn count(line: &str, key: &str) -> u64 {
 /// Connects to `addr` from `source` (any port), with [`IO_TIMEOUT`] on
 /// every read and write. All of 127.0.0.0/8 is loopback on Linux, so one
 /// test can be clients from several addresses.
-pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+pub(crate) fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -610,7 +297,7 @@ pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
 
 /// Closes `stream` with a reset instead of a FIN: with SO_LINGER set to
 /// zero, `close` discards whatever is queued and sends RST.
-pub fn reset(stream: TcpStream) {
+pub(crate) fn reset(stream: TcpStream) {
     socket2::SockRef::from(&stream)
         .set_linger(Some(Duration::ZERO))
         .unwrap();
@@ -619,7 +306,7 @@ pub fn reset(stream: TcpStream) {
 
 /// Writes `message` and reads exactly as many bytes back: an error if the
 /// echo differs, ends early, or does not come within the socket's timeout.
-pub fn round_trip(mut stream: &TcpStream, message: &[u8]) -> io::Result<()> {
+pub(crate) fn round_trip(mut stream: &TcpStream, message: &[u8]) -> io::Result<()> {
     stream.write_all(message)?;
     let mut echo = vec![0u8; message.len()];
     stream.read_exact(&mut echo)?;
@@ -632,7 +319,7 @@ pub fn round_trip(mut stream: &TcpStream, message: &[u8]) -> io::Result<()> {
 /// Whether the peer closed `stream` without a word: a read returns EOF, or
 /// the connection is reset. Waits at most the socket's read timeout; a byte
 /// of echo, or no answer in time, is `false`.
-pub fn closed_by_peer(mut stream: &TcpStream) -> bool {
+pub(crate) fn closed_by_peer(mut stream: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
     loop {
         return match stream.read(&mut byte) {
@@ -646,7 +333,7 @@ pub fn closed_by_peer(mut stream: &TcpStream) -> bool {
 
 /// One TCP socket as the kernel reports it in /proc/net/tcp.
 #[derive(Debug, Clone, Copy)]
-pub struct KernelSocket {
+pub(crate) struct KernelSocket {
     /// The TCP state, as the kernel numbers it (1 is `ESTABLISHED`).
     pub state: u8,
     /// Bytes written by the socket's owner and not yet acknowledged.
@@ -656,19 +343,19 @@ pub struct KernelSocket {
 }
 
 /// The TCP state `ESTABLISHED`, as /proc/net/tcp numbers it.
-pub const ESTABLISHED: u8 = 0x01;
+pub(crate) const ESTABLISHED: u8 = 0x01;
 /// The TCP state `LISTEN`, as /proc/net/tcp numbers it.
-pub const LISTEN: u8 = 0x0A;
+pub(crate) const LISTEN: u8 = 0x0A;
 
 /// The connected IPv4 socket `local` -> `remote` from the kernel's table:
 /// how a test sees the server's side of a connection, in this process or
 /// another, without asking the server.
-pub fn kernel_socket(local: SocketAddr, remote: SocketAddr) -> Option<KernelSocket> {
+pub(crate) fn kernel_socket(local: SocketAddr, remote: SocketAddr) -> Option<KernelSocket> {
     tcp_socket(local, Some(remote))
 }
 
 /// Like [`kernel_socket`], or the listener on `local` if `remote` is `None`.
-pub fn tcp_socket(local: SocketAddr, remote: Option<SocketAddr>) -> Option<KernelSocket> {
+pub(crate) fn tcp_socket(local: SocketAddr, remote: Option<SocketAddr>) -> Option<KernelSocket> {
     fn addr(field: &str) -> Option<SocketAddr> {
         let (ip, port) = field.split_once(':')?;
         let ip = u32::from_str_radix(ip, 16).ok()?;

@@ -319,7 +319,7 @@ fn bind_address_no_port(socket: &Socket) {
     if rc != 0 {
         log::debug!(
             "IP_BIND_ADDRESS_NO_PORT: {}",
-            crate::error::describe(&io::Error::last_os_error())
+            mio_echo_net::describe(&io::Error::last_os_error())
         );
     }
 }

@@ -2,7 +2,7 @@
 //! in this process, or against small fake servers that misbehave on
 //! purpose. Everything runs over loopback and every wait has a deadline.
 
-mod common;
+use echo_test_kit as common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};

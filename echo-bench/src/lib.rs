@@ -41,7 +41,7 @@
 //! | `connections`: many idle connections at once | [`connections`] |
 //!
 //! Read [`pattern`] and [`dial`] first; each mode builds on them. The binary,
-//! `src/bin/echo-bench.rs`, only parses arguments and prints the report.
+//! `src/main.rs`, only parses arguments and prints the report.
 
 use std::fmt;
 use std::io;
@@ -53,8 +53,8 @@ use std::time::Duration;
 
 use mio::{Events, Poll};
 
-use crate::error::describe;
-use crate::net;
+use mio_echo_net as net;
+use mio_echo_net::describe;
 
 pub mod connections;
 pub mod dial;

@@ -38,15 +38,16 @@
 //! nothing would ever say so: the timeout, applied to each reply, ends the
 //! session with the number of the datagram that got none.
 //!
-//! Read next: `src/bin/echo-client.rs` (arguments and exit codes only), then
-//! [`crate::server`] for the other side of the connection.
+//! Read next: `src/main.rs` (arguments and exit codes only), then the
+//! server's poll loop (`src/server.rs` in `mio-echo`) for the other side of
+//! the connection.
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
-use crate::error::describe;
+use mio_echo_net::describe;
 
 /// How many bytes go out before the client waits for them to come back.
 ///

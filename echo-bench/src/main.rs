@@ -1,7 +1,7 @@
 //! `echo-bench`: parse the command line, run one load mode, print its
 //! report and set the exit status.
 //!
-//! Everything else lives in the library; read `src/load/mod.rs` first.
+//! Everything else lives in the library; read `src/lib.rs` first.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use mio_echo::config::DEFAULT_ADDR;
-use mio_echo::load::{connections, dial, pingpong, stream, LoadError, Outcome};
+use echo_bench::{connections, dial, pingpong, stream, LoadError, Outcome};
+use mio_echo_cli::usage_error;
+use mio_echo_net::DEFAULT_ADDR;
 
 /// A load generator for any TCP echo server (RFC 862) that checks every
 /// byte it gets back.
@@ -53,14 +54,14 @@ enum Mode {
 /// Options every mode takes.
 #[derive(Args, Debug)]
 struct Server {
-    /// The echo server, as IP:PORT ([::1]:PORT for IPv6).
+    /// The echo server, as IP:PORT (`[::1]:PORT` for IPv6).
     #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_ADDR,
           value_parser = parse_addr)]
     addr: SocketAddr,
 
     /// How many seconds a connection may take to open, and how long the
     /// server may leave it without an echo, before it counts as failed.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_positive_secs,
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = mio_echo_cli::positive_secs,
           allow_negative_numbers = true)]
     timeout: Duration,
 }
@@ -76,7 +77,7 @@ struct PingpongArgs {
     connections: u32,
 
     /// Bytes per message (K and M suffixes: 1K = 1024).
-    #[arg(short, long, value_name = "BYTES", default_value = "64", value_parser = parse_bytes)]
+    #[arg(short, long, value_name = "BYTES", default_value = "64", value_parser = mio_echo_cli::bytes)]
     size: u64,
 
     /// Messages in flight per connection (1: strict ping-pong).
@@ -86,11 +87,11 @@ struct PingpongArgs {
 
     /// Seconds to measure, after the warm-up.
     #[arg(short, long, value_name = "SECS", default_value = "5",
-          value_parser = parse_positive_secs, allow_negative_numbers = true)]
+          value_parser = mio_echo_cli::positive_secs, allow_negative_numbers = true)]
     duration: Duration,
 
     /// Seconds of full load before measuring starts.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs,
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = mio_echo_cli::secs,
           allow_negative_numbers = true)]
     warmup: Duration,
 
@@ -107,7 +108,7 @@ struct StreamArgs {
 
     /// Bytes to send in all, split evenly over the connections; each comes
     /// back once (K, M and G suffixes: 1K = 1024).
-    #[arg(short, long, value_name = "BYTES", default_value = "1G", value_parser = parse_bytes)]
+    #[arg(short, long, value_name = "BYTES", default_value = "1G", value_parser = mio_echo_cli::bytes)]
     bytes: u64,
 
     /// Connections sharing the bytes, all transferring at once.
@@ -118,7 +119,7 @@ struct StreamArgs {
     /// The longest the whole transfer may take, in seconds; connections
     /// unfinished by then count as failed.
     #[arg(long, value_name = "SECS", default_value = "120",
-          value_parser = parse_positive_secs, allow_negative_numbers = true)]
+          value_parser = mio_echo_cli::positive_secs, allow_negative_numbers = true)]
     max_time: Duration,
 
     /// Poll loops (threads) to spread the connections over.
@@ -138,7 +139,7 @@ struct ConnectionsArgs {
     count: u32,
 
     /// Seconds to hold the connections open after the echo.
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs,
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = mio_echo_cli::secs,
           allow_negative_numbers = true)]
     hold: Duration,
 
@@ -150,7 +151,7 @@ struct ConnectionsArgs {
     sources: Option<u32>,
 
     /// Bytes in each connection's one message.
-    #[arg(short, long, value_name = "BYTES", default_value = "32", value_parser = parse_bytes)]
+    #[arg(short, long, value_name = "BYTES", default_value = "32", value_parser = mio_echo_cli::bytes)]
     size: u64,
 }
 
@@ -159,48 +160,10 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| "expected IP:PORT, such as 127.0.0.1:7007 or [::1]:7007".to_string())
 }
 
-/// Zero or more seconds, fractions allowed.
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| "expected a number of seconds, 0 or more, such as 5 or 0.5".to_string())
-}
-
-/// More than zero seconds: a zero duration or timeout would end a run
-/// before it measured anything.
-fn parse_positive_secs(s: &str) -> Result<Duration, String> {
-    parse_secs(s)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| "expected a number of seconds above 0, such as 5 or 0.5".to_string())
-}
-
-/// A positive byte count, with an optional K, M or G suffix (powers of 1024).
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => s.split_at(i),
-        None => (s, ""),
-    };
-    let scale: u64 = match unit {
-        "" => 1,
-        "K" | "k" | "KiB" => 1 << 10,
-        "M" | "m" | "MiB" => 1 << 20,
-        "G" | "g" | "GiB" => 1 << 30,
-        _ => return Err("expected a number of bytes, such as 64, 32K or 1G".into()),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| "expected a number of bytes above 0, such as 64, 32K or 1G".into())
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return mio_echo::error::usage_error(e),
+        Err(e) => return usage_error(e),
     };
     // Quiet unless asked: RUST_LOG=debug names every failed connection,
     // RUST_LOG=info marks the phases of a `connections` run.

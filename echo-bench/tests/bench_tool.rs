@@ -3,7 +3,7 @@
 //! close on purpose. Loopback only, free ports, every wait bounded; each run
 //! is a fraction of a second.
 
-mod common;
+use echo_test_kit as common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -1,16 +1,17 @@
 //! `echo-client`: parse the command line, run one echo session, report how
 //! it ended.
 //!
-//! Everything else lives in the library; read `src/client.rs` for the
-//! session itself.
+//! Everything else lives in the library; read `src/lib.rs` for the session
+//! itself.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mio_echo::client::{self, ClientError, Options};
-use mio_echo::config::DEFAULT_ADDR;
+use echo_client::{self as client, ClientError, Options};
+use mio_echo_cli::usage_error;
+use mio_echo_net::{parse_socket_addr, DEFAULT_ADDR};
 
 /// A client for an RFC 862 echo server: sends standard input, prints the
 /// echo, and checks that every byte came back unchanged.
@@ -26,7 +27,7 @@ use mio_echo::config::DEFAULT_ADDR;
 #[derive(Parser, Debug)]
 #[command(name = "echo-client", version)]
 struct Args {
-    /// The server: IP:PORT, [IPv6]:PORT, [IPv6%INTERFACE]:PORT or HOST:PORT
+    /// The server: IP:PORT, `[IPv6]:PORT`, `[IPv6%INTERFACE]:PORT` or HOST:PORT
     /// (over TCP every address the name resolves to is tried; over UDP, the
     /// first).
     #[arg(value_name = "ADDR", default_value = DEFAULT_ADDR, value_parser = parse_addr)]
@@ -46,7 +47,7 @@ struct Args {
 
     /// How many seconds connecting, and each wait for the echo (with --udp:
     /// for each datagram's reply), may take (fractions allowed, such as 0.5).
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs,
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = mio_echo_cli::positive_secs,
           allow_negative_numbers = true)]
     timeout: Duration,
 }
@@ -57,27 +58,16 @@ struct Args {
 /// error. Anything else, host names included, is left to the resolver.
 fn parse_addr(s: &str) -> Result<String, String> {
     if s.starts_with('[') && s.contains('%') {
-        mio_echo::net::parse_socket_addr(s).map(|addr| addr.to_string())
+        parse_socket_addr(s).map(|addr| addr.to_string())
     } else {
         Ok(s.to_string())
     }
 }
 
-/// A positive number of seconds. Zero is refused as well as negatives: the
-/// socket calls have no "zero timeout", and waiting forever is what the
-/// timeout exists to prevent.
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| "expected a number of seconds greater than 0, such as 5 or 0.5".to_string())
-}
-
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(e) => return mio_echo::error::usage_error(e),
+        Err(e) => return usage_error(e),
     };
     // Quiet unless asked: RUST_LOG=debug shows each address tried.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();

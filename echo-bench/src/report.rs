@@ -16,7 +16,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use super::pattern::Mismatch;
-use crate::error::describe;
+use mio_echo_net::describe;
 
 /// The kinds of failure a run counts, one per connection that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
