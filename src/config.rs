@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::StartError;
+use crate::limits::Bound;
 use crate::systemd::Inherited;
 
 /// The address `echo-server` serves when `--listen` is not given (defined
@@ -27,6 +28,10 @@ pub const MAX_BYTES: usize = 1 << 40;
 
 /// The default TCP keepalive time: probes start after a minute of silence.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Descriptors kept back from the connection budget: standard streams, the
+/// poll, the waker, the signal pipe, and some slack for the process.
+const RESERVED_FDS: u64 = 32;
 
 /// The longest time any timeout or interval may be: 24 days.
 const LONGEST: Duration = Duration::from_secs(24 * 86_400);
@@ -126,6 +131,33 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The most connections the server may hold with `fd_limit` open
+    /// descriptors and `loops` loops, and what set it: `max_connections`,
+    /// or the descriptors (every connection holds one; each loop holds its
+    /// own copy of every socket, a poll and a waker).
+    pub(crate) fn connection_budget(
+        &self,
+        fd_limit: u64,
+        loops: usize,
+    ) -> Result<(usize, Bound), StartError> {
+        let sockets = self.listen.len() + self.udp.len() + self.inherited.len();
+        let per_loop = sockets as u64 + 2;
+        let fds = fd_limit.saturating_sub(RESERVED_FDS + loops as u64 * per_loop);
+        let wanted = (self.max_connections as u64).min(crate::server::FIRST_RESERVED as u64);
+        let (most, bound) = if fds < wanted {
+            (fds, Bound::Descriptors(fd_limit))
+        } else {
+            (wanted, Bound::Flag)
+        };
+        if most == 0 {
+            return Err(StartError::Config(format!(
+                "the open-file limit ({fd_limit}) leaves no descriptors for connections; \
+                 raise it with ulimit -n, or lower --max-connections"
+            )));
+        }
+        Ok((most as usize, bound))
+    }
+
     /// Checks that the configuration asks for something possible: a
     /// message for the operator if not.
     pub fn validate(&self) -> Result<(), StartError> {
@@ -187,5 +219,85 @@ impl Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             ..Config::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_listener() -> Config {
+        Config::loopback()
+    }
+
+    /// Below the descriptor limit the flag sets the connection limit.
+    #[test]
+    fn the_flag_sets_the_limit_when_descriptors_allow() {
+        let config = Config {
+            max_connections: 100,
+            ..one_listener()
+        };
+        assert_eq!(
+            config.connection_budget(20_000, 1).unwrap(),
+            (100, Bound::Flag)
+        );
+    }
+
+    /// Past it, the descriptors do: what is left after the reserve and each
+    /// loop's own descriptors (one socket, a poll and a waker: 3 each).
+    #[test]
+    fn descriptors_set_the_limit_when_they_are_fewer() {
+        let config = one_listener();
+        assert_eq!(
+            config.connection_budget(1024, 1).unwrap(),
+            (1024 - 32 - 3, Bound::Descriptors(1024))
+        );
+        assert_eq!(
+            config.connection_budget(1024, 4).unwrap(),
+            (1024 - 32 - 12, Bound::Descriptors(1024)),
+            "every loop holds its own copies"
+        );
+    }
+
+    /// No descriptor left for connections is a start-up error.
+    #[test]
+    fn no_descriptors_left_is_an_error() {
+        assert!(one_listener().connection_budget(30, 1).is_err());
+    }
+
+    /// Sizes that cannot work together are refused with a message.
+    #[test]
+    fn impossible_sizes_are_refused() {
+        let bad = [
+            Config {
+                max_buffer: 2 << 20,
+                max_memory: 1 << 20,
+                ..one_listener()
+            },
+            Config {
+                max_buffer: 0,
+                ..one_listener()
+            },
+            Config {
+                max_memory: MAX_BYTES + 1,
+                ..one_listener()
+            },
+            Config {
+                socket_buffer: Some(10),
+                ..one_listener()
+            },
+            Config {
+                udp_rate: 0,
+                ..one_listener()
+            },
+            Config {
+                keepalive: Some(Duration::from_millis(10)),
+                ..one_listener()
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+        assert!(one_listener().validate().is_ok());
     }
 }

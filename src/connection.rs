@@ -63,6 +63,18 @@ pub(crate) enum State {
     Closed,
 }
 
+impl State {
+    /// Whether the diagram in the module docs has an arrow `from => to`.
+    /// Every state may close (errors, timeouts).
+    fn may_become(from: State, to: State) -> bool {
+        use State::*;
+        matches!(
+            (from, to),
+            (Open, Draining | Stopping) | (Stopping, Lingering) | (_, Closed)
+        ) && from != Closed
+    }
+}
+
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -351,9 +363,17 @@ impl<S: Stream> Connection<S> {
         !self.pending.is_empty()
     }
 
-    /// The one place a connection changes state.
-    pub(crate) fn set_state(&mut self, to: State) {
+    /// The one place a connection changes state. A debug build rejects a
+    /// change the diagram in the module docs does not have.
+    fn set_state(&mut self, to: State) {
         if self.state != to {
+            debug_assert!(
+                State::may_become(self.state, to),
+                "{}: no transition {} => {}",
+                self.peer,
+                self.state,
+                to
+            );
             log::trace!("{}: {} => {}", self.peer, self.state, to);
             self.state = to;
         }
@@ -890,6 +910,30 @@ mod tests {
     }
 
     /// The server's memory budget, past its soft limit.
+    /// The transitions a debug build allows are the diagram's.
+    #[test]
+    fn only_the_diagrams_transitions_are_legal() {
+        use State::*;
+        let all = [Open, Draining, Stopping, Lingering, Closed];
+        let legal: Vec<(State, State)> = all
+            .iter()
+            .flat_map(|&a| all.iter().map(move |&b| (a, b)))
+            .filter(|&(a, b)| State::may_become(a, b))
+            .collect();
+        assert_eq!(
+            legal,
+            [
+                (Open, Draining),
+                (Open, Stopping),
+                (Open, Closed),
+                (Draining, Closed),
+                (Stopping, Lingering),
+                (Stopping, Closed),
+                (Lingering, Closed),
+            ]
+        );
+    }
+
     mod memory {
         use super::*;
 

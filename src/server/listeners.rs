@@ -1,0 +1,222 @@
+//! The listening sockets a loop serves: bound here or inherited from a
+//! service manager, shared with the other loops or bound per loop with
+//! `SO_REUSEPORT`, and what the start-up log says about them.
+//!
+//! Read next: `src/net.rs` for the socket options, `src/systemd.rs` for
+//! socket activation.
+
+use super::*;
+
+/// A listening socket: TCP connections to accept or UDP datagrams to echo.
+pub(crate) struct Listener {
+    pub(super) socket: Socket,
+    pub(super) addr: SocketAddr,
+    pub(super) inherited: bool,
+    /// For UDP, the kernel's count of dropped datagrams as last seen, by
+    /// any loop serving this socket.
+    pub(super) drops_seen: Arc<AtomicU32>,
+}
+
+pub(super) enum Socket {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+impl Listener {
+    pub(super) fn describe(&self) -> String {
+        let scheme = match self.socket {
+            Socket::Tcp(_) => "tcp",
+            Socket::Udp(_) => "udp",
+        };
+        let from = if self.inherited {
+            " (socket activation)"
+        } else {
+            ""
+        };
+        format!("{scheme}://{}{from}", self.addr)
+    }
+}
+
+impl Listener {
+    /// A second descriptor for the same socket, for another loop to serve.
+    pub(super) fn try_clone(&self) -> Result<Listener, StartError> {
+        let wrap = |source| StartError::Listen {
+            addr: self.addr,
+            source,
+        };
+        let socket = match &self.socket {
+            Socket::Tcp(s) => {
+                let copy = socket2::SockRef::from(s).try_clone().map_err(wrap)?;
+                Socket::Tcp(TcpListener::from_std(copy.into()))
+            }
+            Socket::Udp(s) => {
+                let copy = socket2::SockRef::from(s).try_clone().map_err(wrap)?;
+                Socket::Udp(UdpSocket::from_std(copy.into()))
+            }
+        };
+        Ok(Listener {
+            socket,
+            addr: self.addr,
+            inherited: self.inherited,
+            drops_seen: Arc::clone(&self.drops_seen),
+        })
+    }
+}
+
+/// Opens every socket `config` names: the inherited ones first, then the
+/// TCP and UDP addresses, with `SO_REUSEPORT` if `reuse_port`.
+pub(crate) fn open_sockets(config: &Config, reuse_port: bool) -> Result<Vec<Listener>, StartError> {
+    let socket_count = config.listen.len() + config.udp.len() + config.inherited.len();
+    if socket_count == 0 {
+        return Err(StartError::Config("nothing to listen on".into()));
+    }
+    if socket_count > MAX_SOCKETS {
+        return Err(StartError::Config(format!(
+            "at most {MAX_SOCKETS} listening sockets"
+        )));
+    }
+    let options = SocketOptions {
+        reuse_port,
+        v6_only: config.v6_only,
+        buffer: config.socket_buffer,
+        keepalive: config.keepalive,
+    };
+    let mut sockets = Vec::with_capacity(socket_count);
+    for &inherited in &config.inherited {
+        sockets.push(adopt(inherited, options)?);
+    }
+    for &addr in &config.listen {
+        let socket =
+            net::bind_tcp(addr, options).map_err(|source| StartError::Listen { addr, source })?;
+        sockets.push(listener(Socket::Tcp(socket), addr, false)?);
+    }
+    for &addr in &config.udp {
+        let socket =
+            net::bind_udp(addr, options).map_err(|source| StartError::Listen { addr, source })?;
+        sockets.push(listener(Socket::Udp(socket), addr, false)?);
+    }
+    Ok(sockets)
+}
+
+/// Turns an inherited descriptor into a listening socket of ours, with
+/// the buffer and keepalive options `options` asks for.
+fn adopt(inherited: Inherited, options: SocketOptions) -> Result<Listener, StartError> {
+    let wrap = |source| StartError::Setup("inherited socket", source);
+    // SAFETY: `listen_fds` checked the descriptor is an open socket, and it
+    // stays open for the life of the process; we take a duplicate of it.
+    let fd: OwnedFd = unsafe { BorrowedFd::borrow_raw(inherited.fd) }
+        .try_clone_to_owned()
+        .map_err(wrap)?;
+    net::tune(
+        &socket2::SockRef::from(&fd),
+        inherited.kind == Kind::Tcp,
+        options,
+    )
+    .map_err(wrap)?;
+    let socket = match inherited.kind {
+        Kind::Tcp => {
+            let std = std::net::TcpListener::from(fd);
+            std.set_nonblocking(true).map_err(wrap)?;
+            Socket::Tcp(TcpListener::from_std(std))
+        }
+        Kind::Udp => {
+            let std = std::net::UdpSocket::from(fd);
+            std.set_nonblocking(true).map_err(wrap)?;
+            Socket::Udp(UdpSocket::from_std(std))
+        }
+    };
+    let addr = match &socket {
+        Socket::Tcp(s) => s.local_addr(),
+        Socket::Udp(s) => s.local_addr(),
+    }
+    .map_err(wrap)?;
+    Ok(Listener {
+        socket,
+        addr,
+        inherited: true,
+        drops_seen: Arc::default(),
+    })
+}
+
+/// Wraps a freshly bound socket, reading back its real address.
+fn listener(socket: Socket, asked: SocketAddr, inherited: bool) -> Result<Listener, StartError> {
+    let addr = match &socket {
+        Socket::Tcp(s) => s.local_addr(),
+        Socket::Udp(s) => s.local_addr(),
+    }
+    .map_err(|source| StartError::Listen {
+        addr: asked,
+        source,
+    })?;
+    Ok(Listener {
+        socket,
+        addr,
+        inherited,
+        drops_seen: Arc::default(),
+    })
+}
+
+impl Server {
+    /// Copies of this loop's sockets, for another loop of the same server
+    /// to serve beside it (without `SO_REUSEPORT`).
+    pub(crate) fn share_sockets(&self) -> Result<Vec<Listener>, StartError> {
+        self.sockets.iter().map(Listener::try_clone).collect()
+    }
+
+    /// The TCP addresses actually bound, in order (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(|s| matches!(s, Socket::Tcp(_)))
+    }
+
+    /// The UDP addresses actually bound, in order (port 0 resolved).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(|s| matches!(s, Socket::Udp(_)))
+    }
+
+    pub(super) fn addrs_of(&self, kind: impl Fn(&Socket) -> bool) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter(|l| kind(&l.socket))
+            .map(|l| l.addr)
+            .collect()
+    }
+
+    /// The TCP addresses this loop bound itself (not inherited ones).
+    pub(crate) fn bound_tcp_addrs(&self) -> Vec<SocketAddr> {
+        let own = |s: &Socket| matches!(s, Socket::Tcp(_));
+        self.sockets
+            .iter()
+            .filter(|l| !l.inherited && own(&l.socket))
+            .map(|l| l.addr)
+            .collect()
+    }
+
+    /// The UDP addresses this loop bound itself (not inherited ones).
+    pub(crate) fn bound_udp_addrs(&self) -> Vec<SocketAddr> {
+        let own = |s: &Socket| matches!(s, Socket::Udp(_));
+        self.sockets
+            .iter()
+            .filter(|l| !l.inherited && own(&l.socket))
+            .map(|l| l.addr)
+            .collect()
+    }
+
+    /// Logs, at `info`, one `listening on` line per socket and the
+    /// connection budget. The binaries call it once the sockets are bound.
+    pub fn announce(&self) {
+        for l in &self.sockets {
+            log::info!("listening on {}", l.describe());
+        }
+        let bound = match self.shared.bound_by() {
+            Bound::Flag => "--max-connections",
+            Bound::Descriptors(_) => "the descriptor budget",
+        };
+        log::info!(
+            "serving at most {} connections (set by {bound}; open-file limit {}) and {} \
+             bytes of buffers (--max-memory)",
+            self.shared.max_connections(),
+            net::fd_limit().map_or("unknown".into(), |n| n.to_string()),
+            self.limits.memory.max(),
+        );
+    }
+}
