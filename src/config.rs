@@ -41,6 +41,13 @@ const LONGEST: Duration = Duration::from_secs(24 * 86_400);
 pub struct Config {
     /// TCP addresses to listen on. Port 0 picks a free port.
     pub listen: Vec<SocketAddr>,
+    /// TCP addresses to serve discard on (RFC 863: read and drop until
+    /// the client closes).
+    pub discard: Vec<SocketAddr>,
+    /// TCP addresses to serve chargen on (RFC 864: a rotating pattern of
+    /// lines, as fast as the client reads). TCP only: over UDP it is an
+    /// amplifier.
+    pub chargen: Vec<SocketAddr>,
     /// UDP addresses to serve (RFC 862's datagram echo). Port 0 picks one.
     pub udp: Vec<SocketAddr>,
     /// Sockets handed over by a service manager (socket activation),
@@ -109,6 +116,8 @@ impl Default for Config {
         Config {
             listen: vec![DEFAULT_ADDR.parse().expect("the default address parses")],
             udp: Vec::new(),
+            discard: Vec::new(),
+            chargen: Vec::new(),
             inherited: Vec::new(),
             v6_only: true,
             threads: 1,
@@ -131,6 +140,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How many listening sockets the configuration names.
+    pub(crate) fn socket_count(&self) -> usize {
+        self.listen.len()
+            + self.discard.len()
+            + self.chargen.len()
+            + self.udp.len()
+            + self.inherited.len()
+    }
+
     /// The most connections the server may hold with `fd_limit` open
     /// descriptors and `loops` loops, and what set it: `max_connections`,
     /// or the descriptors (every connection holds one; each loop holds its
@@ -140,8 +158,7 @@ impl Config {
         fd_limit: u64,
         loops: usize,
     ) -> Result<(usize, Bound), StartError> {
-        let sockets = self.listen.len() + self.udp.len() + self.inherited.len();
-        let per_loop = sockets as u64 + 2;
+        let per_loop = self.socket_count() as u64 + 2;
         let fds = fd_limit.saturating_sub(RESERVED_FDS + loops as u64 * per_loop);
         let wanted = (self.max_connections as u64).min(crate::server::FIRST_RESERVED as u64);
         let (most, bound) = if fds < wanted {

@@ -45,6 +45,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use crate::buffer::{self, Budget, Pending};
+use crate::service::{self, Service};
 pub(crate) use crate::timers::Tick;
 
 /// Where a connection is in its life. See the module docs for the diagram.
@@ -57,6 +58,12 @@ pub(crate) enum State {
     /// The server is stopping: no new echoes; write out what is owed, then
     /// send FIN.
     Stopping,
+    /// A discard connection (RFC 863): the peer may still send; what it
+    /// sends is read and dropped.
+    Discarding,
+    /// A chargen connection (RFC 864): we send the pattern as fast as the
+    /// peer reads; what it sends is read and dropped.
+    Generating,
     /// Our FIN is sent: discard what the peer still sends until its FIN.
     Lingering,
     /// Done; waiting for the server to drop it at the end of the turn.
@@ -70,7 +77,10 @@ impl State {
         use State::*;
         matches!(
             (from, to),
-            (Open, Draining | Stopping) | (Stopping, Lingering) | (_, Closed)
+            (Open, Draining | Stopping)
+                | (Discarding | Generating, Stopping)
+                | (Stopping, Lingering)
+                | (_, Closed)
         ) && from != Closed
     }
 }
@@ -81,6 +91,8 @@ impl fmt::Display for State {
             State::Open => "Open",
             State::Draining => "Draining",
             State::Stopping => "Stopping",
+            State::Discarding => "Discarding",
+            State::Generating => "Generating",
             State::Lingering => "Lingering",
             State::Closed => "Closed",
         })
@@ -103,6 +115,19 @@ pub(crate) enum Next {
     AwaitMemory,
     /// The connection is finished; the reason says why.
     Close(Reason),
+}
+
+/// What one read of the socket found.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// This many bytes, now at the front of the buffer.
+    Bytes(usize),
+    /// Nothing for now (`WouldBlock`): the pass is done.
+    Nothing,
+    /// The peer's FIN: it will send no more.
+    Eof,
+    /// Reset, or another failure: the connection is over.
+    Failed(io::Error),
 }
 
 /// Why a connection closed.
@@ -295,14 +320,21 @@ pub(crate) struct Connection<S = Tcp> {
     bytes_out: u64,
     /// On the loop's list of connections waiting for memory.
     awaiting_memory: bool,
+    /// What it speaks, from the listener it came through.
+    speaks: Service,
 }
 
 impl<S: Stream> Connection<S> {
-    /// A new, open connection to `peer`, the server's `id`th, at `now`.
-    pub(crate) fn new(stream: S, peer: SocketAddr, id: u32, now: Tick) -> Self {
+    /// A new connection to `peer` speaking `speaks`, the server's `id`th,
+    /// at `now`.
+    pub(crate) fn new(stream: S, peer: SocketAddr, id: u32, now: Tick, speaks: Service) -> Self {
         Connection {
             stream,
-            state: State::Open,
+            state: match speaks {
+                Service::Echo => State::Open,
+                Service::Discard => State::Discarding,
+                Service::Chargen => State::Generating,
+            },
             pending: Pending::new(),
             peer,
             id,
@@ -310,7 +342,13 @@ impl<S: Stream> Connection<S> {
             last_active: now,
             bytes_out: 0,
             awaiting_memory: false,
+            speaks,
         }
+    }
+
+    /// What the connection speaks.
+    pub(crate) fn speaks(&self) -> Service {
+        self.speaks
     }
 
     /// Where the connection is in its life.
@@ -343,7 +381,8 @@ impl<S: Stream> Connection<S> {
         self.bytes_out + self.pending.len() as u64
     }
 
-    /// Bytes echoed back to the peer so far.
+    /// Bytes echoed back to the peer so far (for discard: dropped; for
+    /// chargen: sent).
     pub(crate) fn bytes_out(&self) -> u64 {
         self.bytes_out
     }
@@ -382,7 +421,10 @@ impl<S: Stream> Connection<S> {
     /// Stops reading (the server is shutting down) and finishes what is owed:
     /// a connection that owes nothing closes at once.
     pub(crate) fn stop(&mut self, buf: &mut [u8], now: Tick, limits: &Limits) -> Next {
-        if self.state == State::Open {
+        if matches!(
+            self.state,
+            State::Open | State::Discarding | State::Generating
+        ) {
             self.set_state(State::Stopping);
         }
         self.drive(buf, Wake::flush(now), limits)
@@ -397,6 +439,46 @@ impl<S: Stream> Connection<S> {
     /// The loop took the connection off its list of those waiting for memory.
     pub(crate) fn unmark_awaiting_memory(&mut self) {
         self.awaiting_memory = false;
+    }
+
+    /// Reads once into `buf`, for the services that do not echo: what the
+    /// read found, with the activity recorded at `now`.
+    pub(crate) fn receive(&mut self, buf: &mut [u8], now: Tick) -> Received {
+        loop {
+            return match self.stream.read(buf) {
+                Ok(0) => Received::Eof,
+                Ok(n) => {
+                    self.last_active = now;
+                    Received::Bytes(n)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::Nothing,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Received::Failed(e),
+            };
+        }
+    }
+
+    /// Writes what the kernel takes of `bytes`, counted as sent at `now`.
+    pub(crate) fn send(&mut self, bytes: &[u8], now: Tick) -> io::Result<usize> {
+        let n = self.stream.write(bytes)?;
+        self.bytes_out += n as u64;
+        self.last_active = now;
+        Ok(n)
+    }
+
+    /// Counts `n` bytes moved that are not echoed (discard's).
+    pub(crate) fn count_moved(&mut self, n: usize) {
+        self.bytes_out += n as u64;
+    }
+
+    /// The peer is done and nothing is owed: send our FIN, and close.
+    pub(crate) fn finish(&mut self) -> Next {
+        if let Err(e) = self.stream.shutdown_write() {
+            // The peer may already be gone; there is nothing left to say.
+            log::trace!("{}: shutdown(Write) failed: {}", self.peer, e);
+        }
+        self.set_state(State::Closed);
+        Next::Close(Reason::Finished)
     }
 
     /// Frees the buffer of a closed connection and gives its memory back.
@@ -475,9 +557,13 @@ impl<S: Stream> Connection<S> {
     /// way back out and only what the kernel refuses to take is copied into
     /// this connection's own buffer.
     pub(crate) fn drive(&mut self, buf: &mut [u8], wake: Wake, limits: &Limits) -> Next {
-        if self.state == State::Closed {
+        match self.state {
             // Closed earlier in this turn: the event is stale.
-            return Next::Wait;
+            State::Closed => return Next::Wait,
+            // The other services' passes (src/service/).
+            State::Discarding => return service::discard::pass(self, buf, wake, limits),
+            State::Generating => return service::chargen::pass(self, buf, wake, limits),
+            _ => {}
         }
         let mut may_read = wake.readable;
         let mut short_read_is_empty = wake.short_read_is_empty;
@@ -785,7 +871,7 @@ mod tests {
             room,
             ..Fake::default()
         };
-        Connection::new(fake, "127.0.0.1:1".parse().unwrap(), 1, 0)
+        Connection::new(fake, "127.0.0.1:1".parse().unwrap(), 1, 0, Service::Echo)
     }
 
     fn drive(c: &mut Connection<Fake>, wake: Wake) -> Next {

@@ -56,9 +56,7 @@ impl Group {
         let first = Server::new(&config, sockets, Arc::clone(&shared), 0)?;
         let mut servers = vec![first];
         if n > 1 {
-            let mut rest = config.clone();
-            rest.listen = servers[0].bound_tcp_addrs();
-            rest.udp = servers[0].bound_udp_addrs();
+            let mut rest = servers[0].with_bound_addrs(&config);
             rest.handle_signals = false;
             presize_fd_table();
             for index in 1..n {

@@ -202,6 +202,7 @@ mod limits;
 pub mod logging;
 mod net;
 mod server;
+mod service;
 mod stats;
 pub mod systemd;
 mod timers;
@@ -210,6 +211,7 @@ mod udp;
 pub use config::Config;
 pub use error::StartError;
 pub use server::{Handle, Running, Server};
+pub use service::Service;
 pub use stats::Summary;
 pub use udp::UdpCounts;
 

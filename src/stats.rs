@@ -6,6 +6,7 @@ use std::fmt;
 use std::ops::AddAssign;
 use std::time::Duration;
 
+use crate::service::Service;
 use crate::udp::UdpCounts;
 
 /// What a server did over its whole run.
@@ -21,6 +22,10 @@ pub struct Summary {
     pub bytes: u64,
     /// Bytes read from clients.
     pub bytes_in: u64,
+    /// Bytes read and dropped by discard connections (RFC 863).
+    pub discarded: u64,
+    /// Bytes of pattern sent by chargen connections (RFC 864).
+    pub generated: u64,
     /// Connections closed at once because a connection limit was reached.
     pub rejected: u64,
     /// Connections dropped at accept because the client had reset them
@@ -44,6 +49,21 @@ pub struct Summary {
 
 /// Adds up the loops of a group; the elapsed time is the longest, and
 /// `log_dropped`, one count for the whole process, is not added up either.
+impl Summary {
+    /// Counts the bytes of one connection speaking `speaks`: `bytes_in`
+    /// read and `bytes_out` written (discard: dropped).
+    pub(crate) fn count_bytes(&mut self, speaks: Service, bytes_in: u64, bytes_out: u64) {
+        match speaks {
+            Service::Echo => {
+                self.bytes += bytes_out;
+                self.bytes_in += bytes_in;
+            }
+            Service::Discard => self.discarded += bytes_out,
+            Service::Chargen => self.generated += bytes_out,
+        }
+    }
+}
+
 impl AddAssign<&Summary> for Summary {
     fn add_assign(&mut self, other: &Summary) {
         self.connections += other.connections;
@@ -51,6 +71,8 @@ impl AddAssign<&Summary> for Summary {
         self.active += other.active;
         self.bytes += other.bytes;
         self.bytes_in += other.bytes_in;
+        self.discarded += other.discarded;
+        self.generated += other.generated;
         self.rejected += other.rejected;
         self.reset_early += other.reset_early;
         self.out_of_memory += other.out_of_memory;
@@ -71,7 +93,8 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "connections={} active={} closed={} bytes={} bytes_in={} rejected={} \
+            "connections={} active={} closed={} bytes={} bytes_in={} discarded={} \
+             generated={} rejected={} \
              reset_early={} out_of_memory={} idle_closed={} accept_errors={} udp_echoed={} \
              udp_bytes={} udp_dropped={} udp_refused={} udp_limited={} udp_overflow={} \
              log_dropped={} uptime={:.3}s",
@@ -80,6 +103,8 @@ impl fmt::Display for Summary {
             self.closed,
             self.bytes,
             self.bytes_in,
+            self.discarded,
+            self.generated,
             self.rejected,
             self.reset_early,
             self.out_of_memory,

@@ -18,7 +18,9 @@ use mio_echo_net::{describe, parse_socket_addr, raise_fd_limit, DEFAULT_ADDR};
 /// order, until the client closes.
 ///
 /// One thread, one mio poll loop (or --threads of them). Serves TCP, and UDP
-/// with --udp. Logs go to standard error; set RUST_LOG (error, warn, info,
+/// with --udp; with --discard and --chargen, also RFC 863 discard and RFC
+/// 864 chargen over TCP, under the same limits (chargen is never served
+/// over UDP, where it is an amplifier: CERT CA-1996-01). Logs go to standard error; set RUST_LOG (error, warn, info,
 /// debug, trace) to choose how much. A log line standard error cannot take
 /// at once (an unread pipe, a paused terminal) is dropped and counted as
 /// log_dropped, never waited for. Under systemd it serves the sockets passed
@@ -42,6 +44,18 @@ struct Args {
     /// [default: 127.0.0.1:7007, unless sockets came by socket activation]
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_socket_addr)]
     listen: Vec<SocketAddr>,
+
+    /// TCP address to serve RFC 863 discard on: everything a client sends is
+    /// read and dropped (and counted) until it closes. Repeat for several.
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr)]
+    discard: Vec<SocketAddr>,
+
+    /// TCP address to serve RFC 864 chargen on: lines of a rotating
+    /// 72-character pattern, as fast as the client reads them; what it sends
+    /// is ignored. A client that never reads costs no growing memory.
+    /// Repeat for several.
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr)]
+    chargen: Vec<SocketAddr>,
 
     /// UDP address to serve (RFC 862 datagram echo), as IP:PORT. Repeat to
     /// serve several. Replies to ports below 1024, broadcast and multicast
@@ -213,6 +227,8 @@ fn main() -> ExitCode {
     let config = Config {
         listen,
         udp: args.udp,
+        discard: args.discard,
+        chargen: args.chargen,
         inherited,
         v6_only: !args.dual_stack,
         threads: usize::from(args.threads),

@@ -75,14 +75,15 @@ impl Server {
             let Some(Listener {
                 socket: Socket::Tcp(listener),
                 addr,
+                service,
                 ..
             }) = self.sockets.get(i)
             else {
                 return;
             };
-            let addr = *addr;
+            let (addr, service) = (*addr, *service);
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.admit(stream, peer, service),
                 // The backlog is empty: wait for the next event.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -122,7 +123,7 @@ impl Server {
 
     /// Registers a freshly accepted connection and gives it a slab slot, or
     /// closes it at once if a connection limit says no.
-    pub(super) fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    pub(super) fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, speaks: Service) {
         // A client that connected and reset before we got to it (a connect-
         // and-reset storm is made of these) is gone already: the reset is
         // waiting as the socket's error. Drop it before it takes a slot.
@@ -175,11 +176,15 @@ impl Server {
             log::debug!("{peer}: cannot register: {}", describe(&e));
             return;
         }
-        entry.insert(Connection::new(Tcp(stream), peer, id, opened));
+        entry.insert(Connection::new(Tcp(stream), peer, id, opened, speaks));
         if let Some(idle) = self.idle.as_mut() {
             idle.start(key, id, now);
         }
         self.summary.connections += 1;
-        log::debug!("{peer}: connected (token {key})");
+        if speaks == Service::Echo {
+            log::debug!("{peer}: connected (token {key})");
+        } else {
+            log::debug!("{peer}: connected (token {key}, {speaks})");
+        }
     }
 }

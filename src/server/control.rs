@@ -40,6 +40,8 @@ impl Handle {
 pub struct Running {
     addrs: Vec<SocketAddr>,
     udp_addrs: Vec<SocketAddr>,
+    discard_addrs: Vec<SocketAddr>,
+    chargen_addrs: Vec<SocketAddr>,
     handle: Handle,
     thread: Option<thread::JoinHandle<io::Result<Summary>>>,
 }
@@ -58,6 +60,15 @@ impl Running {
     /// Every UDP address the server serves.
     pub fn udp_addrs(&self) -> &[SocketAddr] {
         &self.udp_addrs
+    }
+
+    /// Every TCP address the server serves `service` on.
+    pub fn addrs_of(&self, service: Service) -> &[SocketAddr] {
+        match service {
+            Service::Echo => &self.addrs,
+            Service::Discard => &self.discard_addrs,
+            Service::Chargen => &self.chargen_addrs,
+        }
     }
 
     /// A handle that stops the server.
@@ -105,6 +116,8 @@ impl Server {
     pub fn spawn(self) -> io::Result<Running> {
         let addrs = self.local_addrs();
         let udp_addrs = self.udp_addrs();
+        let discard_addrs = self.tcp_addrs(Service::Discard);
+        let chargen_addrs = self.tcp_addrs(Service::Chargen);
         let handle = self.handle();
         let thread = thread::Builder::new()
             .name("echo-server".into())
@@ -112,6 +125,8 @@ impl Server {
         Ok(Running {
             addrs,
             udp_addrs,
+            discard_addrs,
+            chargen_addrs,
             handle,
             thread: Some(thread),
         })
@@ -254,8 +269,7 @@ impl Server {
             .filter(|(_, c)| c.state() != State::Closed);
         now.active = live.clone().count() as u64;
         for (_, c) in live {
-            now.bytes += c.bytes_out();
-            now.bytes_in += c.bytes_in();
+            now.count_bytes(c.speaks(), c.bytes_in(), c.bytes_out());
         }
         now.elapsed = self.started.elapsed();
         now.log_dropped = crate::logging::dropped();

@@ -12,6 +12,8 @@ pub(crate) struct Listener {
     pub(super) socket: Socket,
     pub(super) addr: SocketAddr,
     pub(super) inherited: bool,
+    /// What its connections speak (UDP: always echo).
+    pub(super) service: Service,
     /// For UDP, the kernel's count of dropped datagrams as last seen, by
     /// any loop serving this socket.
     pub(super) drops_seen: Arc<AtomicU32>,
@@ -33,7 +35,11 @@ impl Listener {
         } else {
             ""
         };
-        format!("{scheme}://{}{from}", self.addr)
+        let speaks = match self.service {
+            Service::Echo => String::new(),
+            other => format!(" ({other})"),
+        };
+        format!("{scheme}://{}{speaks}{from}", self.addr)
     }
 }
 
@@ -58,6 +64,7 @@ impl Listener {
             socket,
             addr: self.addr,
             inherited: self.inherited,
+            service: self.service,
             drops_seen: Arc::clone(&self.drops_seen),
         })
     }
@@ -66,7 +73,7 @@ impl Listener {
 /// Opens every socket `config` names: the inherited ones first, then the
 /// TCP and UDP addresses, with `SO_REUSEPORT` if `reuse_port`.
 pub(crate) fn open_sockets(config: &Config, reuse_port: bool) -> Result<Vec<Listener>, StartError> {
-    let socket_count = config.listen.len() + config.udp.len() + config.inherited.len();
+    let socket_count = config.socket_count();
     if socket_count == 0 {
         return Err(StartError::Config("nothing to listen on".into()));
     }
@@ -85,10 +92,18 @@ pub(crate) fn open_sockets(config: &Config, reuse_port: bool) -> Result<Vec<List
     for &inherited in &config.inherited {
         sockets.push(adopt(inherited, options)?);
     }
-    for &addr in &config.listen {
-        let socket =
-            net::bind_tcp(addr, options).map_err(|source| StartError::Listen { addr, source })?;
-        sockets.push(listener(Socket::Tcp(socket), addr, false)?);
+    for (addrs, service) in [
+        (&config.listen, Service::Echo),
+        (&config.discard, Service::Discard),
+        (&config.chargen, Service::Chargen),
+    ] {
+        for &addr in addrs {
+            let socket = net::bind_tcp(addr, options)
+                .map_err(|source| StartError::Listen { addr, source })?;
+            let mut l = listener(Socket::Tcp(socket), addr, false)?;
+            l.service = service;
+            sockets.push(l);
+        }
     }
     for &addr in &config.udp {
         let socket =
@@ -134,6 +149,7 @@ fn adopt(inherited: Inherited, options: SocketOptions) -> Result<Listener, Start
         socket,
         addr,
         inherited: true,
+        service: Service::Echo,
         drops_seen: Arc::default(),
     })
 }
@@ -152,6 +168,7 @@ fn listener(socket: Socket, asked: SocketAddr, inherited: bool) -> Result<Listen
         socket,
         addr,
         inherited,
+        service: Service::Echo,
         drops_seen: Arc::default(),
     })
 }
@@ -163,42 +180,45 @@ impl Server {
         self.sockets.iter().map(Listener::try_clone).collect()
     }
 
-    /// The TCP addresses actually bound, in order (port 0 resolved).
+    /// The TCP echo addresses actually bound, in order (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.addrs_of(|s| matches!(s, Socket::Tcp(_)))
+        self.tcp_addrs(Service::Echo)
+    }
+
+    /// The TCP addresses of `service` actually bound, in order.
+    pub fn tcp_addrs(&self, service: Service) -> Vec<SocketAddr> {
+        self.addrs_of(|l| matches!(l.socket, Socket::Tcp(_)) && l.service == service)
     }
 
     /// The UDP addresses actually bound, in order (port 0 resolved).
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
-        self.addrs_of(|s| matches!(s, Socket::Udp(_)))
+        self.addrs_of(|l| matches!(l.socket, Socket::Udp(_)))
     }
 
-    pub(super) fn addrs_of(&self, kind: impl Fn(&Socket) -> bool) -> Vec<SocketAddr> {
+    fn addrs_of(&self, which: impl Fn(&Listener) -> bool) -> Vec<SocketAddr> {
         self.sockets
             .iter()
-            .filter(|l| kind(&l.socket))
+            .filter(|l| which(l))
             .map(|l| l.addr)
             .collect()
     }
 
-    /// The TCP addresses this loop bound itself (not inherited ones).
-    pub(crate) fn bound_tcp_addrs(&self) -> Vec<SocketAddr> {
-        let own = |s: &Socket| matches!(s, Socket::Tcp(_));
-        self.sockets
-            .iter()
-            .filter(|l| !l.inherited && own(&l.socket))
-            .map(|l| l.addr)
-            .collect()
-    }
-
-    /// The UDP addresses this loop bound itself (not inherited ones).
-    pub(crate) fn bound_udp_addrs(&self) -> Vec<SocketAddr> {
-        let own = |s: &Socket| matches!(s, Socket::Udp(_));
-        self.sockets
-            .iter()
-            .filter(|l| !l.inherited && own(&l.socket))
-            .map(|l| l.addr)
-            .collect()
+    /// `config` with the addresses this loop bound itself (not inherited
+    /// ones), port 0 resolved: for the other loops of a group to bind the
+    /// very same ports.
+    pub(crate) fn with_bound_addrs(&self, config: &Config) -> Config {
+        let own = |udp: bool, service: Service| {
+            self.addrs_of(|l| {
+                !l.inherited && matches!(l.socket, Socket::Udp(_)) == udp && l.service == service
+            })
+        };
+        Config {
+            listen: own(false, Service::Echo),
+            discard: own(false, Service::Discard),
+            chargen: own(false, Service::Chargen),
+            udp: own(true, Service::Echo),
+            ..config.clone()
+        }
     }
 
     /// Logs, at `info`, one `listening on` line per socket and the

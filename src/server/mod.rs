@@ -70,6 +70,7 @@ use crate::connection::{Connection, Limits, Next, Reason, State, Tcp, Wake};
 use crate::error::{describe, StartError};
 use crate::limits::{Bound, Shared};
 use crate::net::{self, SocketOptions};
+use crate::service::Service;
 use crate::stats::Summary;
 use crate::systemd::{self, Inherited, Kind};
 use crate::timers::{IdleTimers, RateLimit, Tick};
@@ -596,8 +597,8 @@ impl Server {
     fn closed(&mut self, key: usize, reason: Reason) {
         let conn = &self.conns[key];
         self.summary.closed += 1;
-        self.summary.bytes += conn.bytes_out();
-        self.summary.bytes_in += conn.bytes_in();
+        self.summary
+            .count_bytes(conn.speaks(), conn.bytes_in(), conn.bytes_out());
         self.shared.release(conn.peer().ip());
         if matches!(&reason, Reason::Error(e) if e.kind() == io::ErrorKind::OutOfMemory) {
             self.summary.out_of_memory += 1;
