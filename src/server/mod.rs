@@ -585,8 +585,8 @@ impl Server {
     fn after_pass(&mut self, key: usize, next: Next) {
         match next {
             Next::Wait => {}
+            Next::Again if self.conns[key].starved() => self.await_memory(key),
             Next::Again => self.ready.push(Token(key)),
-            Next::AwaitMemory => self.await_memory(key),
             Next::Close(reason) => self.closed(key, reason),
         }
     }
