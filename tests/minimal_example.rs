@@ -51,12 +51,17 @@ fn minimal_example_retries_accept_after_running_out_of_descriptors() {
     const CHILD: &str = "MIO_ECHO_MINIMAL_FD_TEST";
     if std::env::var_os(CHILD).is_none() {
         let name = "minimal_example_retries_accept_after_running_out_of_descriptors";
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        let run = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
             .env(CHILD, "1")
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "the test in a child process failed");
+        assert!(
+            run.status.success(),
+            "the test in a child process failed:\n{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
         return;
     }
 
