@@ -5,13 +5,15 @@
 //! ```
 //!
 //! It keeps every rule the full server keeps (edge-triggered readiness
-//! drained to `WouldBlock`, partial writes, half-close, per-connection
-//! errors closing only that connection) and leaves out everything else:
-//! limits, timers, signals, logging, the fast path. Read it first, then
+//! drained to `WouldBlock`, a failed `accept` retried on a timer rather than
+//! left for an event that will not come, partial writes, half-close,
+//! per-connection errors closing only that connection) and leaves out
+//! everything else: limits, idle timers, signals, logging, the fast path. Read it first, then
 //! `src/server.rs` and `src/connection.rs` to see what each addition buys.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -19,6 +21,9 @@ use slab::Slab;
 
 /// Slab keys are connection tokens, so the listener takes one no key reaches.
 const LISTENER: Token = Token(usize::MAX);
+
+/// After `accept` fails (out of descriptors, say), how soon to try again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// One client: its socket, and what we read but could not write back yet.
 struct Conn {
@@ -43,19 +48,25 @@ pub(crate) fn serve(mut listener: TcpListener) -> io::Result<()> {
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(256);
     let mut buf = [0u8; 16 * 1024]; // one read buffer, shared by every client
+    let mut accept_failed = false; // the backlog may hold connections: retry
 
     loop {
-        // Block until the kernel reports readiness. A signal can interrupt
-        // the wait; that is not an error, just wait again.
-        if let Err(e) = poll.poll(&mut events, None) {
+        // Block until the kernel reports readiness, or, after a failed
+        // accept, for a moment. A signal can interrupt the wait; that is
+        // not an error, just wait again.
+        let timeout = accept_failed.then_some(ACCEPT_RETRY);
+        if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(e);
         }
+        if accept_failed {
+            accept_failed = !accept_all(&listener, &poll, &mut conns);
+        }
         for event in events.iter() {
             if event.token() == LISTENER {
-                accept_all(&listener, &poll, &mut conns);
+                accept_failed = !accept_all(&listener, &poll, &mut conns);
                 continue;
             }
             // Events are hints: the connection may be gone already.
@@ -70,9 +81,10 @@ pub(crate) fn serve(mut listener: TcpListener) -> io::Result<()> {
     }
 }
 
-/// Accepts until `WouldBlock`: edge-triggered, so connections left in the
-/// backlog would raise no second event.
-fn accept_all(listener: &TcpListener, poll: &Poll, conns: &mut Slab<Conn>) {
+/// Accepts until `WouldBlock` (edge-triggered: the tour's section 2, on the
+/// library's front page). Returns false if an error stopped it first: the
+/// rest of the backlog then waits for the caller's retry timer.
+fn accept_all(listener: &TcpListener, poll: &Poll, conns: &mut Slab<Conn>) -> bool {
     loop {
         match listener.accept() {
             Ok((mut stream, _peer)) => {
@@ -91,10 +103,13 @@ fn accept_all(listener: &TcpListener, poll: &Poll, conns: &mut Slab<Conn>) {
                     });
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // Out of descriptors and the like: try again on the next event.
-            Err(_) => return,
+            // That client gave up before we took it; the others wait behind.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+            // Out of descriptors and the like: trying again at once would
+            // fail again (a spin), so come back after ACCEPT_RETRY.
+            Err(_) => return false,
         }
     }
 }

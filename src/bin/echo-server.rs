@@ -58,8 +58,10 @@ struct Args {
     chargen: Vec<SocketAddr>,
 
     /// UDP address to serve (RFC 862 datagram echo), as IP:PORT. Repeat to
-    /// serve several. Replies to ports below 1024, broadcast and multicast
-    /// sources are never sent.
+    /// serve several. No reply goes to a source port below 1024 (port 0
+    /// included), to the port served, to a broadcast, multicast or
+    /// unspecified source address, or past --udp-rate-per-source and
+    /// --udp-rate.
     #[arg(short, long = "udp", value_name = "ADDR", value_parser = parse_socket_addr)]
     udp: Vec<SocketAddr>,
 
@@ -98,8 +100,8 @@ struct Args {
     #[arg(long)]
     reuse_port: bool,
 
-    /// Log the counters at info every SECS seconds (0: only on SIGUSR1 and
-    /// at exit).
+    /// Log the counters at info every SECS seconds (0: only on SIGHUP,
+    /// SIGUSR1 and at exit).
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = mio_echo_cli::secs,
           allow_negative_numbers = true)]
     stats_interval: Duration,
