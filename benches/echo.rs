@@ -5,7 +5,7 @@
 //! `tokio::io::copy` per connection) and `threads` (a blocking std thread
 //! per connection). Each runs in this process on a thread of its own, and
 //! the client is this bench's thread, so every figure is from a
-//! multi-threaded process (glibc's cancellable `recv`/`send` path) for all
+//! multi-threaded process (the tour, "One thread") for all
 //! servers alike. For single-process figures use `echo-bench` against
 //! `echo-server` and `examples/peer.rs` (see BENCHMARKS.md).
 //!

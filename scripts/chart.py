@@ -13,7 +13,7 @@ Which server a line belongs to:
 
 When a server has several lines for one connection count (several rounds),
 the chart shows the best: interference on a shared machine only ever slows
-a run down (see PERF-NOTES.md). If the lines mix message sizes or depths,
+a run down (see BENCHMARKS.md). If the lines mix message sizes or depths,
 each combination gets its own line, labelled with them.
 
     scripts/chart.py results.txt > chart.svg

@@ -53,7 +53,7 @@ pub(crate) fn any_budget_full() -> bool {
 /// Whether a budget is full is also kept in one process-wide count,
 /// [`any_budget_full`], which the echo fast path reads: one load of a
 /// static, where asking this budget would chase two pointers on every
-/// event (measured: about 5 more instructions per echo). With several
+/// event. With several
 /// servers in one process (tests do that) a full one sends the others
 /// through the general path too, which is slower, never wrong.
 ///

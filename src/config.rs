@@ -4,7 +4,7 @@
 //! build one directly, usually `Config::default()` with `listen` set to
 //! `127.0.0.1:0`.
 //!
-//! Read next: `src/server.rs`, which binds and runs it.
+//! Read next: `src/server/mod.rs`, which binds and runs it.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -105,15 +105,13 @@ pub(crate) enum Next {
     /// Nothing more to do until the kernel reports new readiness.
     Wait,
     /// The connection used its share of this turn but still has bytes to
-    /// read: drive it again before blocking in `poll` (no new event would
-    /// announce them, the poll being edge-triggered).
+    /// read: drive it again before blocking in `poll` (the tour, section 2).
     /// Also what a pass returns when the connection would read but the
     /// server's memory budget has no room ([`Connection::starved`] says
     /// which): it stops reading (TCP pushes back on the peer) until memory
-    /// is freed, and the loop keeps it on a list to drive again then, since
-    /// no event will come for the bytes it left in the socket. (One variant
-    /// for both keeps the verdict's match on the hot path as cheap as it
-    /// was: a fourth variant cost about 3 instructions per echo.)
+    /// is freed, and the loop keeps it on a list to drive again then (the
+    /// tour, section 2). One variant for both keeps the verdict's match on
+    /// the hot path as cheap as it was (BENCHMARKS.md).
     Again,
     /// The connection is finished; the reason says why.
     Close(Reason),
@@ -170,7 +168,7 @@ pub(crate) struct Wake {
     /// that would only return `WouldBlock`. True for a readable event that
     /// does not say the peer closed: any byte arriving later raises a new
     /// event. False when the peer's FIN may be waiting behind the data (the
-    /// EOF must be read now: its edge has passed) and for passes the loop
+    /// EOF must be read now: the tour, section 2) and for passes the loop
     /// makes on its own, from the ready list, which no event vouches for.
     pub short_read_is_empty: bool,
     /// The loop's clock for this turn (0 when nothing needs the time): a
@@ -188,7 +186,9 @@ impl Wake {
         }
     }
 
-    /// A pass that only writes what is owed (for example at shutdown).
+    /// A pass with no readiness to act on (for example at shutdown): it
+    /// writes what is owed and, once the connection is `Lingering`, reads
+    /// and discards what the peer still sends.
     pub(crate) fn flush(now: Tick) -> Wake {
         Wake {
             readable: false,
@@ -233,11 +233,10 @@ pub(crate) trait Stream: Read + Write {
 /// registered with the poll), read and written with plain `read(2)` and
 /// `write(2)`.
 ///
-/// Why not mio's own `Read` and `Write`: they are std's, whose layers cost
-/// about 25 user-space instructions per call on top of the system call
-/// (measured with callgrind). On a loop that does little but read and
-/// write, that was a quarter of the work per echo. The behaviour is the
-/// same: `WouldBlock` and `Interrupted` come back as errors to handle.
+/// Why not mio's own `Read` and `Write`: they are std's, whose layers add
+/// user-space work to every call, and on a loop that does little but read
+/// and write that shows (BENCHMARKS.md). The behaviour is the same:
+/// `WouldBlock` and `Interrupted` come back as errors to handle.
 #[derive(Debug)]
 pub(crate) struct Tcp(pub mio::net::TcpStream);
 
@@ -581,9 +580,8 @@ impl<S: Stream> Connection<S> {
         let mut short_read_is_empty = wake.short_read_is_empty;
 
         // 1. Write what we owe. If we had stopped reading because the buffer
-        //    was full and this frees room, read again now: the bytes we left
-        //    in the socket raised their event long ago and will not raise
-        //    another (edge-triggered), so only we know they are there.
+        //    was full and this frees room, read again now: no event will come
+        //    for the bytes left in the socket (the tour, section 2).
         if self.wants_write() {
             let was_full = !self.wants_read(limits);
             match self.pending.write_to(&mut self.stream, &limits.memory) {

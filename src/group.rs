@@ -21,12 +21,11 @@
 //! every loop's totals, and a stats request logs each loop's line and then
 //! the total of all of them.
 //!
-//! With one loop (the default) the process holds exactly one thread: a
-//! second thread would switch glibc's `recv` and `send` to their
-//! cancellable variants and roughly double the instructions per echo. Use
-//! `--threads N` only when one core is saturated and a second is free.
+//! With one loop (the default) the process holds exactly one thread, the
+//! cheapest per echo (the tour, "One thread"). Use `--threads N` only when
+//! one core is saturated and a second is free.
 //!
-//! Read next: `src/server.rs` for the loop itself.
+//! Read next: `src/server/mod.rs` for the loop itself.
 
 use std::io;
 use std::net::SocketAddr;

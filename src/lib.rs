@@ -15,7 +15,7 @@
 //! This page is the tour. It explains readiness-based I/O through this
 //! server, in the order a byte meets it, and links each idea to the code
 //! that does it. An hour with it, `examples/minimal.rs` (the smallest
-//! correct version, 134 lines) and `docs/TRANSCRIPT.md` (a real session as
+//! correct version) and `docs/TRANSCRIPT.md` (a real session as
 //! the loop logs it) should be enough to change the loop safely.
 //!
 //! ## 1. What "readiness" means
@@ -34,7 +34,7 @@
 //! picks. `poll` hands back [`mio::event::Event`]s carrying that number.
 //! Here a connection's token is its key in a [`slab::Slab`]: the table of
 //! connections and the map from token to connection are the same thing
-//! (see `src/server.rs` for the tokens of the listeners, the waker and the
+//! (see `src/server/mod.rs` for the tokens of the listeners, the waker and the
 //! signal pipe, which no key can reach).
 //!
 //! ## 2. Why edge-triggered readiness means "drain until `WouldBlock`"
@@ -54,6 +54,14 @@
 //! event said the peer closed (then the EOF behind the data must be read
 //! now: its edge has passed). `Wake::short_read_is_empty` in
 //! `src/connection.rs` is that rule.
+//!
+//! The same holds for whatever the loop leaves behind on purpose: a pass
+//! that spent its budget, a buffer that was full, memory that was short,
+//! an `accept` that failed. Their edges have passed and no event will come
+//! for what they left in the kernel, so the loop goes back by itself: the
+//! ready list, the list of connections waiting for memory, the accept
+//! retry (section 6). The code says "(the tour, section 2)" where it
+//! relies on this.
 //!
 //! ## 3. The life of one connection
 //!
@@ -80,7 +88,7 @@
 //! In `src/connection.rs`, every transition goes through
 //! `Connection::set_state`, which logs `from => to` at trace level, and
 //! `State` says what each state means. Accepting is `accept` and `admit`
-//! in `src/server.rs`; `Open` and `Draining` are driven by
+//! in `src/server/mod.rs`; `Open` and `Draining` are driven by
 //! `Connection::on_event` and `Connection::drive`; `Closed` connections
 //! are swept by the loop's `end_turn`. What a connection *wants* (to read,
 //! to write) is derived from its state and its buffer
@@ -90,7 +98,8 @@
 //! ## 4. One byte, from socket to socket
 //!
 //! 1. **Accept.** The client's SYN completes in the kernel; the listener
-//!    becomes readable; the loop accepts until `WouldBlock`, sets
+//!    becomes readable; the loop accepts until `WouldBlock` (or a batch of
+//!    `ACCEPT_BATCH`, then comes back from the ready list), sets
 //!    `TCP_NODELAY`, registers the new socket under its slab key, once.
 //! 2. **Readable.** The client writes `h`. `poll` returns an event for the
 //!    connection's token, readable. The loop looks the connection up in the
@@ -140,23 +149,24 @@
 //!
 //! * **Fairness.** One pass reads at most `BUDGET` bytes from one
 //!   connection, and accepts at most `ACCEPT_BATCH` connections from one
-//!   listener (both in `src/server.rs`; a UDP pass reads at most
+//!   listener (both in `src/server/`; a UDP pass reads at most
 //!   [`UDP_BUDGET`] datagrams). A source with more waiting goes on the *ready
 //!   list*, which the loop serves after the events and before it blocks
 //!   again (with a zero timeout while the list is not empty): one client
 //!   streaming flat out, or a storm of connections, cannot starve the rest.
-//! * **Timers.** Idle timeouts, the shutdown deadline, a paused accept and
-//!   periodic stats are deadlines; the earliest one becomes `poll`'s
-//!   timeout (`src/timers.rs`). No timer thread, no scan over every connection.
+//! * **Timers.** Idle timeouts, the shutdown deadline, a paused accept,
+//!   periodic stats and the retry of connections waiting for memory are
+//!   deadlines; the earliest one becomes `poll`'s timeout
+//!   (`src/timers.rs`). No timer thread, no scan over every connection.
 //! * **Signals.** A signal handler cannot run loop code.
 //!   signal-hook's handler writes a byte into a pipe registered with the
 //!   poll, so a signal arrives as an ordinary readable event and the loop
 //!   handles it between two events. A [`Handle`] does the same from another
 //!   thread through a [`mio::Waker`].
-//! * **One thread.** A second thread in the process doubles the
-//!   instructions per echo (glibc's `recv`/`send` switch to their
-//!   cancellable path): `--threads N` exists ([`group`]), but one loop is
-//!   the default.
+//! * **One thread.** In a process with a second thread, glibc's system
+//!   call wrappers take their cancellable path, which costs more per echo
+//!   (figures: BENCHMARKS.md): `--threads N` exists ([`group`]), but one
+//!   loop is the default, and the process then holds exactly one thread.
 //!
 //! ## 7. What a tokio version would hide, and cost
 //!
@@ -165,11 +175,10 @@
 //! whole server, and it is correct. What it hides is everything above:
 //! the runtime keeps the readiness state per socket, drains for you, parks
 //! tasks on `WouldBlock`, and keeps its own ready queue and timer wheel.
-//! What it costs, measured on this machine (BENCHMARKS.md, 100 connections
-//! x 64 B ping-pong): about 1,390 user-space instructions per echo against
-//! 116 here and 64 for raw epoll, and about 9 KiB of resident memory per
-//! idle connection (each task's copy buffer) against 96 bytes here. The
-//! throughput is the same for all three: the kernel's TCP path is the
+//! What it costs, measured on this machine: many times the user-space
+//! instructions per echo, and a copy buffer per idle connection where this
+//! loop holds none (BENCHMARKS.md has the figures, beside raw epoll). The
+//! throughput is the same for all of them: the kernel's TCP path is the
 //! ceiling. The difference is how much CPU and memory the server adds on
 //! top, which is what this crate is built to show.
 //!
@@ -177,7 +186,12 @@
 //!
 //! | concept | file |
 //! |---|---|
-//! | the poll loop: tokens, accept, dispatch, ready list, shutdown | `src/server.rs` |
+//! | the poll loop: tokens, dispatch, ready list, timers | `src/server/mod.rs` |
+//! | accept in batches, and admission under the limits | `src/server/accept.rs` |
+//! | listening sockets: bound, inherited, shared between loops | `src/server/listeners.rs` |
+//! | handles, signals, stats, the stop and its drain | `src/server/control.rs` |
+//! | connections waiting for memory; giving memory back | `src/server/memory.rs` |
+//! | what a connection speaks: discard, chargen | `src/service/` |
 //! | idle deadlines and rate-limited warnings | `src/timers.rs` |
 //! | UDP echo and its reflection guard | `src/udp.rs` |
 //! | several loops on several threads | [`group`] |

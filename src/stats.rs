@@ -1,6 +1,6 @@
 //! Totals the loop keeps, and the summary it logs when it stops.
 //!
-//! Read next: `src/server.rs`, which counts into a [`Summary`].
+//! Read next: `src/server/mod.rs`, which counts into a [`Summary`].
 
 use std::fmt;
 use std::ops::AddAssign;

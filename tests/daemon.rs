@@ -573,7 +573,7 @@ fn threads_announce_the_connection_limit_of_the_whole_server() {
 }
 
 /// By default the process has exactly one thread: no helper thread for
-/// signals, timers or logging (see PERF-NOTES).
+/// signals, timers or logging (the tour, "One thread").
 #[test]
 fn one_thread_by_default() {
     let mut server = EchoServer::start(&["-l", "127.0.0.1:0"], None);

@@ -47,9 +47,8 @@ fn is_per_connection(e: &io::Error) -> bool {
 }
 
 impl Server {
-    /// Tries every listener again after `accept` ran out of resources. Edge-
-    /// triggered: the connections waiting in the backlog raised their event
-    /// already, so only we know to come back for them.
+    /// Tries every listener again after `accept` ran out of resources (the
+    /// tour, section 2).
     pub(super) fn resume_accepting(&mut self) {
         self.accept_paused_until = None;
         for i in 0..self.sockets.len() {
@@ -116,8 +115,8 @@ impl Server {
                 }
             }
         }
-        // The batch is spent and the backlog may hold more: no new event
-        // will say so (edge-triggered).
+        // The batch is spent and the backlog may hold more: back on the
+        // ready list (the tour, section 2).
         self.ready.push(Token(FIRST_SOCKET - i));
     }
 

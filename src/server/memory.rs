@@ -1,8 +1,8 @@
 //! Connections waiting for memory, and giving memory back.
 //!
 //! A connection the memory budget (`src/buffer.rs`, `Budget`) tells "no
-//! room" stops reading and waits on a list here. No event would wake it:
-//! the bytes it left in its socket raised theirs long ago. So the loop
+//! room" stops reading and waits on a list here (the tour, section 2: no
+//! event will come for the bytes it left in its socket). So the loop
 //! gives the oldest waiting connections another pass whenever memory is
 //! freed, and every [`MEMORY_RETRY`] in any case.
 //!
@@ -41,8 +41,7 @@ impl Server {
 
     /// Gives connections waiting for memory another pass, oldest first: as
     /// many as the memory freed may serve, or, every [`MEMORY_RETRY`], up
-    /// to [`ACCEPT_BATCH`] of them whatever was freed. No event would wake
-    /// them: the bytes they left in their sockets raised theirs long ago.
+    /// to [`ACCEPT_BATCH`] of them whatever was freed.
     pub(super) fn resume_starved(&mut self) {
         let memory = &self.limits.memory;
         let frees = memory.frees();

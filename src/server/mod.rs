@@ -8,9 +8,9 @@
 //! 2. handles every event: accepts on a listener, drives a connection,
 //!    echoes datagrams, reads the signal pipe, or takes a request from a
 //!    [`Handle`];
-//! 3. serves the ready list: connections (and UDP sockets) that used their
-//!    budget and still have bytes waiting. No event will come for those
-//!    bytes: the poll is edge-triggered and their edge has passed;
+//! 3. serves the ready list: connections, UDP sockets and listeners that
+//!    used their budget with work still waiting, for which no event will
+//!    come (the tour, section 2);
 //! 4. fires the timers that are due (idle connections, a paused accept,
 //!    periodic stats). They, and the shutdown deadline that the loop checks
 //!    after each turn, all come from `poll`'s timeout: no timer thread, no
@@ -88,9 +88,9 @@ pub(crate) use listeners::open_sockets;
 pub(crate) use listeners::Listener;
 use listeners::Socket;
 
-/// The shared read buffer's size. Every TCP echo passes through it. 32 KiB
-/// moves bulk streams faster than 64 KiB on Linux loopback and keeps a pass
-/// short.
+/// The shared read buffer's largest size (`run` uses `max_buffer` when that
+/// is smaller). Every TCP echo passes through it; BENCHMARKS.md has why not
+/// 64 KiB.
 pub(crate) const READ_BUF: usize = 32 * 1024;
 
 /// How many bytes one pass may read from one connection before the loop
@@ -552,7 +552,7 @@ impl Server {
     }
 
     /// Serves the sources that had work left when their pass ran out of
-    /// budget. No event will come for that work, so the loop must go back.
+    /// budget (the tour, section 2).
     fn serve_ready(&mut self, buf: &mut [u8], dgram: &mut [u8]) {
         if self.ready.is_empty() {
             return;

@@ -12,9 +12,11 @@
 //! checks `Open` anyway, pays nothing for them: the general pass sends
 //! them here.
 //!
-//! Adding a service: a file here with its pass, a variant below and its
-//! arm in [`pass`], the state it starts in (`src/connection.rs`), and its
-//! addresses in `Config` and the binary's flags.
+//! Adding a service: a file here with its pass; a variant and a name
+//! below; the state it starts in and the arm of `Connection::drive` that
+//! sends that state here (`src/connection.rs`); its addresses in
+//! [`crate::Config`], their binding (`src/server/listeners.rs`) and the
+//! binary's flag.
 //!
 //! Only TCP: chargen over UDP answers one small forged datagram with a
 //! large one and is the classic amplifier of CERT CA-1996-01, so it is not
