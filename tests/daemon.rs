@@ -750,12 +750,14 @@ fn notify_socket_hears_ready_then_stopping() {
         .args(["-l", "127.0.0.1:0"])
         .env("NOTIFY_SOCKET", &notify.path);
     let mut server = EchoServer::spawn(&mut command);
-    assert_eq!(notify.recv("READY=1"), "READY=1");
+    // One state per datagram, each ended by a newline (as sd_notify(3)'s
+    // newline-separated assignments are).
+    assert_eq!(notify.recv("READY=1"), "READY=1\n");
     // Logged before READY=1 was sent, so already in the pipe.
     let addr = server.listening(1)[0];
     tcp_echo(addr, b"ready means ready\n");
     server.signal(libc::SIGTERM);
-    assert_eq!(notify.recv("STOPPING=1"), "STOPPING=1");
+    assert_eq!(notify.recv("STOPPING=1"), "STOPPING=1\n");
     let (status, lines) = server.finish();
     assert_eq!(status.code(), Some(0), "{lines:#?}");
     notify.socket.set_nonblocking(true).unwrap();
