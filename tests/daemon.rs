@@ -667,6 +667,55 @@ fn socket_activation_serves_the_passed_sockets() {
     assert_eq!(field(summary(&lines), "udp_echoed"), Some("1"));
 }
 
+/// With `LISTEN_FDNAMES` (each socket unit's `FileDescriptorName=`) the
+/// passed sockets are served just the same, whether the names are given or
+/// left empty.
+#[test]
+fn socket_activation_with_names_serves_the_passed_sockets() {
+    for names in ["echo:echo-udp", ":"] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (tcp_addr, udp_addr) = (listener.local_addr().unwrap(), udp.local_addr().unwrap());
+        let mut server = EchoServer::spawn(
+            activated(&[listener.as_raw_fd(), udp.as_raw_fd()], &[]).env("LISTEN_FDNAMES", names),
+        );
+        drop((listener, udp));
+        let sockets = server.sockets(2);
+        server.line_containing("serving at most");
+        assert!(
+            sockets.iter().all(|s| s.activated),
+            "{names}: {:#?}",
+            server.seen
+        );
+        tcp_echo(tcp_addr, b"named tcp\n");
+        let client = udp_client(udp_addr);
+        assert_eq!(udp_round_trip(&client, b"named udp\n"), b"named udp\n");
+        let lines = stop(server);
+        assert_eq!(field(summary(&lines), "connections"), Some("1"), "{names}");
+    }
+}
+
+/// `LISTEN_FDNAMES` with fewer or more names than `LISTEN_FDS` counts is
+/// one `error:` line that shows the variables, and nothing is served.
+#[test]
+fn socket_activation_refuses_names_that_do_not_match_the_count() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for names in ["echo", "echo:echo-udp:chargen"] {
+        let run = common::run(
+            activated(&[listener.as_raw_fd(), udp.as_raw_fd()], &[]).env("LISTEN_FDNAMES", names),
+            Vec::new(),
+        );
+        run.assert_one_error_line();
+        assert!(
+            run.stderr.contains("LISTEN_FDNAMES") && run.stderr.contains(names),
+            "{names}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("listening on"), "{}", run.stderr);
+    }
+}
+
 /// A descriptor that is neither a TCP listener nor a UDP socket (a Unix
 /// datagram socket, a TCP socket that is not listening) is one `error:` line
 /// naming it, and a non-zero exit.
@@ -767,6 +816,28 @@ fn notify_socket_hears_ready_then_stopping() {
         Err(io::ErrorKind::WouldBlock),
         "a third message"
     );
+}
+
+/// `NOTIFY_SOCKET=@NAME` is a socket in Linux's abstract namespace (no file
+/// behind it, as sd_notify(3) says): it hears `READY=1` too.
+#[test]
+fn notify_socket_in_the_abstract_namespace_hears_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("mio-echo-{}-abstract.notify", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let socket = UnixDatagram::bind_addr(&addr).unwrap();
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut command = server_command();
+    command
+        .args(["-l", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", format!("@{name}"));
+    let server = EchoServer::spawn(&mut command);
+    let mut buf = [0u8; 256];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no READY=1 on @{name}: {e}"));
+    assert_eq!(&buf[..n], b"READY=1\n");
+    stop(server);
 }
 
 // --- Stats ----------------------------------------------------------------------

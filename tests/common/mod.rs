@@ -42,7 +42,8 @@ pub(crate) struct Listening {
     pub udp: bool,
     /// The address served, port 0 resolved.
     pub addr: SocketAddr,
-    /// The line ends in `(socket activation)`: the socket was inherited.
+    /// The line ends in `(socket activation)` or `(socket activation, name
+    /// NAME)`: the socket was inherited.
     pub activated: bool,
 }
 
@@ -57,7 +58,7 @@ impl Listening {
             _ => return None,
         };
         let addr = rest.split_whitespace().next()?.parse().ok()?;
-        let activated = rest.contains("(socket activation)");
+        let activated = rest.contains("(socket activation");
         Some(Listening {
             udp,
             addr,
