@@ -24,8 +24,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    connect, echo_ok, exchange, field, has_ipv6_loopback, random_bytes, server_command,
-    server_with, wait_until, EchoServer, IO_TIMEOUT,
+    connect, echo_ok, exchange, field, has_ipv6_loopback, process_state, random_bytes,
+    server_command, server_with, threads, wait_until, EchoServer, IO_TIMEOUT,
 };
 use mio_echo::Config;
 use rand::rngs::StdRng;
@@ -65,13 +65,6 @@ fn udp_round_trip(socket: &UdpSocket, data: &[u8]) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("no reply to {} bytes: {e}", data.len()));
     buf.truncate(n);
     buf
-}
-
-/// How many threads process `pid` has.
-fn threads(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/task: {e}"))
-        .count()
 }
 
 /// The `stopped: ...` summary among a finished server's lines.
@@ -287,14 +280,6 @@ fn a_udp_flood_does_not_starve_tcp_clients() {
         udp.echoed + udp.dropped + udp.refused + udp.limited <= sent + 1,
         "more datagrams handled than sent ({sent} + 1): {udp:?}"
     );
-}
-
-/// The state letter of process `pid` (`R`, `S`, `T` for stopped, ...).
-fn process_state(pid: u32) -> char {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The name in parentheses may hold spaces; the state follows it.
-    let after = &stat[stat.rfind(')').expect("(comm) in stat") + 1..];
-    after.trim_start().chars().next().unwrap()
 }
 
 /// With datagrams queued ahead of a TCP client, the loop turns to the
