@@ -24,8 +24,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    connect, echo_ok, exchange, field, has_ipv6_loopback, random_bytes, server_command,
-    server_with, wait_until, EchoServer, IO_TIMEOUT,
+    connect, echo_ok, exchange, field, has_ipv6_loopback, process_state, random_bytes,
+    server_command, server_with, threads, wait_until, EchoServer, IO_TIMEOUT,
 };
 use mio_echo::Config;
 use rand::rngs::StdRng;
@@ -65,13 +65,6 @@ fn udp_round_trip(socket: &UdpSocket, data: &[u8]) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("no reply to {} bytes: {e}", data.len()));
     buf.truncate(n);
     buf
-}
-
-/// How many threads process `pid` has.
-fn threads(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/task: {e}"))
-        .count()
 }
 
 /// The `stopped: ...` summary among a finished server's lines.
@@ -287,14 +280,6 @@ fn a_udp_flood_does_not_starve_tcp_clients() {
         udp.echoed + udp.dropped + udp.refused + udp.limited <= sent + 1,
         "more datagrams handled than sent ({sent} + 1): {udp:?}"
     );
-}
-
-/// The state letter of process `pid` (`R`, `S`, `T` for stopped, ...).
-fn process_state(pid: u32) -> char {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The name in parentheses may hold spaces; the state follows it.
-    let after = &stat[stat.rfind(')').expect("(comm) in stat") + 1..];
-    after.trim_start().chars().next().unwrap()
 }
 
 /// With datagrams queued ahead of a TCP client, the loop turns to the
@@ -667,6 +652,55 @@ fn socket_activation_serves_the_passed_sockets() {
     assert_eq!(field(summary(&lines), "udp_echoed"), Some("1"));
 }
 
+/// With `LISTEN_FDNAMES` (each socket unit's `FileDescriptorName=`) the
+/// passed sockets are served just the same, whether the names are given or
+/// left empty.
+#[test]
+fn socket_activation_with_names_serves_the_passed_sockets() {
+    for names in ["echo:echo-udp", ":"] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (tcp_addr, udp_addr) = (listener.local_addr().unwrap(), udp.local_addr().unwrap());
+        let mut server = EchoServer::spawn(
+            activated(&[listener.as_raw_fd(), udp.as_raw_fd()], &[]).env("LISTEN_FDNAMES", names),
+        );
+        drop((listener, udp));
+        let sockets = server.sockets(2);
+        server.line_containing("serving at most");
+        assert!(
+            sockets.iter().all(|s| s.activated),
+            "{names}: {:#?}",
+            server.seen
+        );
+        tcp_echo(tcp_addr, b"named tcp\n");
+        let client = udp_client(udp_addr);
+        assert_eq!(udp_round_trip(&client, b"named udp\n"), b"named udp\n");
+        let lines = stop(server);
+        assert_eq!(field(summary(&lines), "connections"), Some("1"), "{names}");
+    }
+}
+
+/// `LISTEN_FDNAMES` with fewer or more names than `LISTEN_FDS` counts is
+/// one `error:` line that shows the variables, and nothing is served.
+#[test]
+fn socket_activation_refuses_names_that_do_not_match_the_count() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for names in ["echo", "echo:echo-udp:chargen"] {
+        let run = common::run(
+            activated(&[listener.as_raw_fd(), udp.as_raw_fd()], &[]).env("LISTEN_FDNAMES", names),
+            Vec::new(),
+        );
+        run.assert_one_error_line();
+        assert!(
+            run.stderr.contains("LISTEN_FDNAMES") && run.stderr.contains(names),
+            "{names}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("listening on"), "{}", run.stderr);
+    }
+}
+
 /// A descriptor that is neither a TCP listener nor a UDP socket (a Unix
 /// datagram socket, a TCP socket that is not listening) is one `error:` line
 /// naming it, and a non-zero exit.
@@ -750,12 +784,14 @@ fn notify_socket_hears_ready_then_stopping() {
         .args(["-l", "127.0.0.1:0"])
         .env("NOTIFY_SOCKET", &notify.path);
     let mut server = EchoServer::spawn(&mut command);
-    assert_eq!(notify.recv("READY=1"), "READY=1");
+    // One state per datagram, each ended by a newline (as sd_notify(3)'s
+    // newline-separated assignments are).
+    assert_eq!(notify.recv("READY=1"), "READY=1\n");
     // Logged before READY=1 was sent, so already in the pipe.
     let addr = server.listening(1)[0];
     tcp_echo(addr, b"ready means ready\n");
     server.signal(libc::SIGTERM);
-    assert_eq!(notify.recv("STOPPING=1"), "STOPPING=1");
+    assert_eq!(notify.recv("STOPPING=1"), "STOPPING=1\n");
     let (status, lines) = server.finish();
     assert_eq!(status.code(), Some(0), "{lines:#?}");
     notify.socket.set_nonblocking(true).unwrap();
@@ -765,6 +801,28 @@ fn notify_socket_hears_ready_then_stopping() {
         Err(io::ErrorKind::WouldBlock),
         "a third message"
     );
+}
+
+/// `NOTIFY_SOCKET=@NAME` is a socket in Linux's abstract namespace (no file
+/// behind it, as sd_notify(3) says): it hears `READY=1` too.
+#[test]
+fn notify_socket_in_the_abstract_namespace_hears_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("mio-echo-{}-abstract.notify", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let socket = UnixDatagram::bind_addr(&addr).unwrap();
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut command = server_command();
+    command
+        .args(["-l", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", format!("@{name}"));
+    let server = EchoServer::spawn(&mut command);
+    let mut buf = [0u8; 256];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no READY=1 on @{name}: {e}"));
+    assert_eq!(&buf[..n], b"READY=1\n");
+    stop(server);
 }
 
 // --- Stats ----------------------------------------------------------------------

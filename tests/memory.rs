@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_same_bytes, connect, connect_small_window, count, exchange, kernel_socket, random_bytes,
-    random_chunks, reset, round_trip, rss, server_command, EchoServer, Guarded, LISTEN,
+    random_chunks, reset, round_trip, rss, server_command, tcp_sockets, vm_peak, EchoServer,
+    Guarded, LISTEN,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -182,22 +183,6 @@ fn alive(server: &mut EchoServer) -> Option<ExitStatus> {
     server.child.try_wait().expect("try_wait")
 }
 
-/// `VmPeak` of process `pid`: the most address space it ever mapped.
-fn vm_peak(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmPeak:"))
-        .expect("a VmPeak line");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("cannot parse {line:?}"));
-    kib * 1024
-}
-
 /// Makes `command`'s process start with at most `bytes` of address space
 /// (RLIMIT_AS, soft and hard), so that the allocator's requests fail there.
 fn limit_address_space(command: &mut Command, bytes: u64) {
@@ -222,6 +207,8 @@ fn limit_address_space(command: &mut Command, bytes: u64) {
 /// The kernel's TCP buffer memory in use, in bytes (the `mem` pages of
 /// /proc/net/sockstat): what the clients and the server hold in their
 /// sockets, for the figures printed.
+///
+/// Read by hand: procfs has no reader for /proc/net/sockstat.
 fn kernel_tcp_memory() -> u64 {
     let stat = std::fs::read_to_string("/proc/net/sockstat").expect("read /proc/net/sockstat");
     let pages: u64 = stat
@@ -493,28 +480,10 @@ impl Stallers {
 /// of the table for every connection: with a few hundred sockets, reading
 /// it once per connection (as `common::kernel_socket` does) takes seconds.
 fn server_sockets(server: SocketAddr) -> HashMap<SocketAddr, (usize, usize)> {
-    fn addr(field: &str) -> Option<SocketAddr> {
-        let (ip, port) = field.split_once(':')?;
-        let ip = u32::from_str_radix(ip, 16).ok()?;
-        let port = u16::from_str_radix(port, 16).ok()?;
-        // The address is the native-endian reading of network-order bytes.
-        Some(SocketAddr::from((ip.to_ne_bytes(), port)))
-    }
-    let table = std::fs::read_to_string("/proc/self/net/tcp").expect("read /proc/self/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (local, remote) = (addr(f.get(1)?)?, addr(f.get(2)?)?);
-            let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
-            let (tx, rx) = f.get(4)?.split_once(':')?;
-            let queues = (
-                usize::from_str_radix(rx, 16).ok()?,
-                usize::from_str_radix(tx, 16).ok()?,
-            );
-            (local == server && state != LISTEN).then_some((remote, queues))
-        })
+    tcp_sockets()
+        .into_iter()
+        .filter(|s| s.local == server && s.state != LISTEN)
+        .map(|s| (s.remote, (s.rx, s.tx)))
         .collect()
 }
 

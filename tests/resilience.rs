@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_same_bytes, closed_by_peer, connect, connect_from, connect_small_window, count,
-    cpu_time, difference, exchange, exchange_reading, kernel_socket, open_fds, random_bytes,
-    random_chunks, read_to_eof, reset, round_trip, rss, server, server_command, server_with,
-    wait_until, EchoServer, DEADLINE,
+    cpu_time, difference, exchange, exchange_reading, fds_below, kernel_socket, open_fds,
+    random_bytes, random_chunks, read_to_eof, reset, round_trip, rss, server, server_command,
+    server_with, wait_until, EchoServer, DEADLINE,
 };
 use mio_echo::Config;
 use rand::rngs::StdRng;
@@ -428,17 +428,6 @@ fn limit_descriptors(command: &mut Command, limit: u64, filler: Option<(RawFd, R
     unsafe {
         command.pre_exec(hook);
     }
-}
-
-/// How many of process `pid`'s descriptors are numbered below `limit`: the
-/// ones a new descriptor competes with. (Descriptors above the limit can be
-/// inherited, as from a parent that leaks one, and count for nothing.)
-fn fds_below(pid: u32, limit: u64) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/PID/fd")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|&fd| fd < limit)
-        .count()
 }
 
 /// The connection budget the server logged at start: the N of `serving at

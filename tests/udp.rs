@@ -10,12 +10,11 @@
 
 mod common;
 
-use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{count, server_with, wait_until, EchoServer, IO_TIMEOUT};
+use common::{count, process_state, server_with, wait_until, EchoServer, IO_TIMEOUT};
 use mio_echo::Config;
 
 /// How long a quiet socket means "nothing more is coming" on loopback.
@@ -254,13 +253,6 @@ fn a_flood_from_many_sources_is_capped_by_the_total_rate() {
         read,
         "every datagram read is counted once: {udp:?}"
     );
-}
-
-/// The state letter of process `pid` (`T` once it is stopped).
-fn process_state(pid: u32) -> char {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').expect("(comm) in stat") + 1..];
-    after.trim_start().chars().next().unwrap()
 }
 
 /// Datagrams the kernel drops while the server is stopped and its receive

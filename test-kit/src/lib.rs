@@ -3,8 +3,11 @@
 //! comparison, and child processes that are waited on with a deadline and
 //! killed if a test fails.
 //!
+//! On Linux, [`kernel`] adds what `/proc` says about a process and the
+//! kernel's TCP tables.
+//!
 //! A dev-dependency only, never published. The server's own tests add what
-//! only they need (the `echo-server` binary read from its log, `/proc`) in
+//! only they need (the `echo-server` binary read from its log) in
 //! `tests/common/mod.rs`, which re-exports all of this.
 
 use std::fmt::Display;
@@ -17,6 +20,14 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
+
+#[cfg(target_os = "linux")]
+pub mod kernel;
+#[cfg(target_os = "linux")]
+pub use kernel::{
+    cpu_time, fds_below, kernel_socket, open_fds, process_state, rss, tcp_socket, tcp_sockets,
+    threads, vm_peak, KernelSocket, ESTABLISHED, LISTEN,
+};
 
 /// The longest any one child process, or any one wait for a condition, may
 /// take before the test fails. Generous: debug builds on a busy two-core

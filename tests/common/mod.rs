@@ -2,7 +2,8 @@
 //! workspace's test kit (`test-kit/`: an in-process server, random
 //! payloads, echo exchanges, child processes with deadlines), and what only
 //! these tests need: the `echo-server` binary run as a child process and
-//! read from its log, and what /proc says about it.
+//! read from its log, and sockets from a chosen source address. What /proc
+//! says about a process is the kit's (`echo_test_kit::kernel`).
 //!
 //! Each test file compiles this module on its own and uses a part of it.
 #![allow(dead_code)]
@@ -42,7 +43,8 @@ pub(crate) struct Listening {
     pub udp: bool,
     /// The address served, port 0 resolved.
     pub addr: SocketAddr,
-    /// The line ends in `(socket activation)`: the socket was inherited.
+    /// The line ends in `(socket activation)` or `(socket activation, name
+    /// NAME)`: the socket was inherited.
     pub activated: bool,
 }
 
@@ -57,7 +59,7 @@ impl Listening {
             _ => return None,
         };
         let addr = rest.split_whitespace().next()?.parse().ok()?;
-        let activated = rest.contains("(socket activation)");
+        let activated = rest.contains("(socket activation");
         Some(Listening {
             udp,
             addr,
@@ -218,51 +220,8 @@ pub(crate) fn has_ipv6_loopback() -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// What /proc says about a child process, and sockets from a chosen source
-// address. Added for tests/resilience.rs.
+// Log fields as numbers, and sockets from a chosen source address.
 // ---------------------------------------------------------------------------
-
-/// Resident memory (`VmRSS`) of process `pid`, in bytes.
-pub(crate) fn rss(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("a VmRSS line");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("cannot parse {line:?}"));
-    kib * 1024
-}
-
-/// CPU time process `pid` has used so far, user and system together.
-pub(crate) fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // The command name, in parentheses, may hold spaces: count fields from
-    // after its closing parenthesis, where field 3 (state) is index 0 and
-    // fields 14 and 15 (utime, stime) are indexes 11 and 12.
-    let rest = &stat[stat.rfind(')').expect("a ')' in /proc/PID/stat") + 1..];
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|f| f.parse::<u64>().expect("a number of clock ticks"))
-        .sum();
-    // SAFETY: sysconf reads a configuration value; no pointers.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    assert!(per_second > 0, "sysconf(_SC_CLK_TCK)");
-    Duration::from_secs_f64(ticks as f64 / per_second as f64)
-}
-
-/// How many descriptors process `pid` holds open.
-pub(crate) fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/PID/fd")
-        .count()
-}
 
 /// The number in a line's `key=N` field, such as `connections=2`.
 pub(crate) fn count(line: &str, key: &str) -> u64 {
@@ -329,55 +288,4 @@ pub(crate) fn closed_by_peer(mut stream: &TcpStream) -> bool {
             Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
         };
     }
-}
-
-/// One TCP socket as the kernel reports it in /proc/net/tcp.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct KernelSocket {
-    /// The TCP state, as the kernel numbers it (1 is `ESTABLISHED`).
-    pub state: u8,
-    /// Bytes written by the socket's owner and not yet acknowledged.
-    pub tx: usize,
-    /// Bytes received and not yet read by the socket's owner.
-    pub rx: usize,
-}
-
-/// The TCP state `ESTABLISHED`, as /proc/net/tcp numbers it.
-pub(crate) const ESTABLISHED: u8 = 0x01;
-/// The TCP state `LISTEN`, as /proc/net/tcp numbers it.
-pub(crate) const LISTEN: u8 = 0x0A;
-
-/// The connected IPv4 socket `local` -> `remote` from the kernel's table:
-/// how a test sees the server's side of a connection, in this process or
-/// another, without asking the server.
-pub(crate) fn kernel_socket(local: SocketAddr, remote: SocketAddr) -> Option<KernelSocket> {
-    tcp_socket(local, Some(remote))
-}
-
-/// Like [`kernel_socket`], or the listener on `local` if `remote` is `None`.
-pub(crate) fn tcp_socket(local: SocketAddr, remote: Option<SocketAddr>) -> Option<KernelSocket> {
-    fn addr(field: &str) -> Option<SocketAddr> {
-        let (ip, port) = field.split_once(':')?;
-        let ip = u32::from_str_radix(ip, 16).ok()?;
-        let port = u16::from_str_radix(port, 16).ok()?;
-        // The address is printed as the native-endian reading of its
-        // network-order bytes.
-        Some(SocketAddr::from((ip.to_ne_bytes(), port)))
-    }
-    let table = std::fs::read_to_string("/proc/self/net/tcp").expect("read /proc/self/net/tcp");
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (l, r) = (addr(f.get(1)?)?, addr(f.get(2)?)?);
-        let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
-        let (tx, rx) = f.get(4)?.split_once(':')?;
-        let wanted = match remote {
-            Some(remote) => l == local && r == remote && state != LISTEN,
-            None => l == local && state == LISTEN,
-        };
-        wanted.then_some(KernelSocket {
-            state,
-            tx: usize::from_str_radix(tx, 16).ok()?,
-            rx: usize::from_str_radix(rx, 16).ok()?,
-        })
-    })
 }
