@@ -680,6 +680,69 @@ fn socket_activation_with_names_serves_the_passed_sockets() {
     }
 }
 
+/// Socket activation tells the services apart by `FileDescriptorName=`:
+/// sockets named `echo`, `discard-v4` and `chargen` serve echo, discard and
+/// chargen, and the log names each; a UDP socket named for chargen (an
+/// amplifier) is one `error:` line.
+#[test]
+fn socket_activation_picks_the_service_by_name() {
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let discard = TcpListener::bind("127.0.0.1:0").unwrap();
+    let chargen = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addrs: Vec<SocketAddr> = [&echo, &discard, &chargen]
+        .iter()
+        .map(|l| l.local_addr().unwrap())
+        .collect();
+    let mut server = EchoServer::spawn(
+        activated(
+            &[echo.as_raw_fd(), discard.as_raw_fd(), chargen.as_raw_fd()],
+            &[],
+        )
+        .env("LISTEN_FDNAMES", "echo:discard-v4:chargen"),
+    );
+    drop((echo, discard, chargen));
+    server.sockets(3);
+    server.line_containing("serving at most");
+    for (addr, says) in addrs.iter().zip([
+        "(socket activation, name echo)",
+        "(discard) (socket activation, name discard-v4)",
+        "(chargen) (socket activation, name chargen)",
+    ]) {
+        let line = format!("listening on tcp://{addr} {says}");
+        assert!(
+            server.seen.iter().any(|l| l.ends_with(&line)),
+            "{line}: {:#?}",
+            server.seen
+        );
+    }
+    tcp_echo(addrs[0], b"named echo\n");
+    let mut sink = connect(addrs[1]);
+    sink.write_all(b"dropped").unwrap();
+    sink.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    sink.read_to_end(&mut back).unwrap();
+    assert!(back.is_empty(), "discard sent back {back:?}");
+    let source = connect(addrs[2]);
+    let mut first = [0u8; 74];
+    (&source).read_exact(&mut first).unwrap();
+    assert!(
+        first.starts_with(b" !\"#$") && first.ends_with(b"\r\n"),
+        "{first:?}"
+    );
+    drop(source);
+    let lines = stop(server);
+    let last = summary(&lines);
+    assert_eq!(field(last, "discarded"), Some("7"), "{last}");
+
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let run = common::run(
+        activated(&[udp.as_raw_fd()], &[]).env("LISTEN_FDNAMES", "chargen"),
+        Vec::new(),
+    );
+    run.assert_one_error_line();
+    assert!(run.stderr.contains("TCP only"), "{}", run.stderr);
+}
+
 /// `LISTEN_FDNAMES` with fewer or more names than `LISTEN_FDS` counts is
 /// one `error:` line that shows the variables, and nothing is served.
 #[test]

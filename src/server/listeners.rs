@@ -14,6 +14,8 @@ pub(crate) struct Listener {
     pub(super) inherited: bool,
     /// What its connections speak (UDP: always echo).
     pub(super) service: Service,
+    /// For an inherited socket, its `FileDescriptorName=`, if it has one.
+    pub(super) name: Option<&'static str>,
     /// For UDP, the kernel's count of dropped datagrams as last seen, by
     /// any loop serving this socket.
     pub(super) drops_seen: Arc<AtomicU32>,
@@ -30,10 +32,10 @@ impl Listener {
             Socket::Tcp(_) => "tcp",
             Socket::Udp(_) => "udp",
         };
-        let from = if self.inherited {
-            " (socket activation)"
-        } else {
-            ""
+        let from = match (self.inherited, self.name) {
+            (true, Some(name)) => format!(" (socket activation, name {name})"),
+            (true, None) => " (socket activation)".to_string(),
+            (false, _) => String::new(),
         };
         let speaks = match self.service {
             Service::Echo => String::new(),
@@ -65,6 +67,7 @@ impl Listener {
             addr: self.addr,
             inherited: self.inherited,
             service: self.service,
+            name: self.name,
             drops_seen: Arc::clone(&self.drops_seen),
         })
     }
@@ -145,13 +148,37 @@ fn adopt(inherited: Inherited, options: SocketOptions) -> Result<Listener, Start
         Socket::Udp(s) => s.local_addr(),
     }
     .map_err(wrap)?;
+    let service = inherited_service(inherited.name, inherited.kind, addr)?;
     Ok(Listener {
         socket,
         addr,
         inherited: true,
-        service: Service::Echo,
+        service,
+        name: inherited.name,
         drops_seen: Arc::default(),
     })
+}
+
+/// What an inherited socket serves, by its `FileDescriptorName=`: a name
+/// that is, or starts with, a service's name and a dash (`discard`,
+/// `chargen-v6`) picks that service; any other name, or none, is echo.
+/// Over UDP only echo is served: UDP chargen is an amplifier (CERT
+/// CA-1996-01), so a UDP socket named for another service is refused.
+fn inherited_service(
+    name: Option<&str>,
+    kind: Kind,
+    addr: SocketAddr,
+) -> Result<Service, StartError> {
+    let service = name
+        .and_then(|n| Service::from_name(n.split('-').next().unwrap_or(n)))
+        .unwrap_or(Service::Echo);
+    if kind == Kind::Udp && service != Service::Echo {
+        return Err(StartError::Config(format!(
+            "the inherited UDP socket {addr} is named for {service}, which is served over \
+             TCP only (UDP {service} answers forged datagrams; CERT CA-1996-01)"
+        )));
+    }
+    Ok(service)
 }
 
 /// Wraps a freshly bound socket, reading back its real address.
@@ -169,6 +196,7 @@ fn listener(socket: Socket, asked: SocketAddr, inherited: bool) -> Result<Listen
         addr,
         inherited,
         service: Service::Echo,
+        name: None,
         drops_seen: Arc::default(),
     })
 }
