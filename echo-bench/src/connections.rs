@@ -152,11 +152,16 @@ impl fmt::Display for Report {
 }
 
 impl Outcome for Report {
-    fn result_line(&self) -> ResultLine {
+    fn mode(&self) -> &'static str {
+        "connections"
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.options.addr
+    }
+
+    fn add_fields(&self, line: &mut ResultLine) {
         let o = &self.options;
-        let mut line = ResultLine::new();
-        line.push("mode", "connections");
-        line.push("addr", o.addr);
         line.push("count", o.count);
         line.push("sources", self.sources);
         line.push("size", o.size);
@@ -166,8 +171,6 @@ impl Outcome for Report {
         line.push("echo_secs", format!("{:.3}", self.echo_time.as_secs_f64()));
         line.push("held", self.held);
         line.push("hold_secs", format!("{:.3}", o.hold.as_secs_f64()));
-        self.failures.add_to(&mut line);
-        line
     }
 
     fn failures(&self) -> &Failures {

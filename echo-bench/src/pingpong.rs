@@ -196,11 +196,16 @@ impl fmt::Display for Report {
 }
 
 impl Outcome for Report {
-    fn result_line(&self) -> ResultLine {
+    fn mode(&self) -> &'static str {
+        "pingpong"
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.options.addr
+    }
+
+    fn add_fields(&self, line: &mut ResultLine) {
         let o = &self.options;
-        let mut line = ResultLine::new();
-        line.push("mode", "pingpong");
-        line.push("addr", o.addr);
         line.push("connections", o.connections);
         line.push("size", o.size);
         line.push("depth", o.depth);
@@ -218,8 +223,6 @@ impl Outcome for Report {
         line.push("p999_us", format!("{:.1}", self.latency.quantile_us(0.999)));
         line.push("max_us", format!("{:.1}", self.latency.max_us()));
         line.push("verified_bytes", self.verified);
-        self.failures.add_to(&mut line);
-        line
     }
 
     fn failures(&self) -> &Failures {

@@ -154,19 +154,22 @@ impl fmt::Display for Report {
 }
 
 impl Outcome for Report {
-    fn result_line(&self) -> ResultLine {
+    fn mode(&self) -> &'static str {
+        "stream"
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.options.addr
+    }
+
+    fn add_fields(&self, line: &mut ResultLine) {
         let o = &self.options;
-        let mut line = ResultLine::new();
-        line.push("mode", "stream");
-        line.push("addr", o.addr);
         line.push("connections", o.connections);
         line.push("threads", o.threads);
         line.push("bytes", o.bytes);
         line.push("echoed_bytes", self.echoed);
         line.push("secs", format!("{:.3}", self.elapsed.as_secs_f64()));
         line.push("mib_per_sec", format!("{:.2}", self.mib_per_sec()));
-        self.failures.add_to(&mut line);
-        line
     }
 
     fn failures(&self) -> &Failures {
