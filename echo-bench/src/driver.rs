@@ -503,3 +503,172 @@ fn wait(poll: &mut Poll, events: &mut Events, timeout: Duration) -> Result<(), L
         Err(e) => Err(LoadError::Poll(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dial::{self, Dial};
+    use crate::report::Failure;
+    use std::net::{SocketAddr, TcpListener};
+
+    /// A mode for the tests: each connection sends `len` bytes, then, if
+    /// `half_close`, its EOF, and expects the server's after the echo (if
+    /// `expect_eof`). The timer stops the loop at `lasts` and fails what
+    /// is left.
+    struct Probe {
+        len: u64,
+        half_close: bool,
+        expect_eof: bool,
+        lasts: Duration,
+        silence: Option<Duration>,
+        deadline: Instant,
+        received: u64,
+        closed: Vec<(usize, bool)>,
+    }
+
+    impl Probe {
+        fn new(len: u64, half_close: bool, lasts: Duration) -> Probe {
+            Probe {
+                len,
+                half_close,
+                expect_eof: half_close,
+                lasts,
+                silence: None,
+                deadline: Instant::now(),
+                received: 0,
+                closed: Vec::new(),
+            }
+        }
+    }
+
+    impl Mode for Probe {
+        type State = usize;
+
+        fn start(&mut self, now: Instant) {
+            self.deadline = now + self.lasts;
+        }
+
+        fn open(&mut self, number: usize, _now: Instant) -> usize {
+            number
+        }
+
+        fn send(
+            &mut self,
+            conn: &mut Conn<usize>,
+            pattern: &Pattern,
+            now: Instant,
+        ) -> Result<Next, Fault> {
+            let before = conn.sent();
+            conn.write_until(pattern, self.len, now)?;
+            if self.half_close && before < self.len && conn.sent() == self.len {
+                conn.shutdown_write()?;
+            }
+            Ok(Next::Continue)
+        }
+
+        fn received(&mut self, conn: &mut Conn<usize>, from: u64, _now: Instant) {
+            self.received += conn.received() - from;
+        }
+
+        fn eof_due(&self, conn: &Conn<usize>) -> bool {
+            self.expect_eof && conn.received() == self.len
+        }
+
+        fn silence_limit(&self) -> Option<Duration> {
+            self.silence
+        }
+
+        fn deadline(&self) -> Instant {
+            self.deadline
+        }
+
+        fn on_timer(&mut self, _now: Instant, _live: usize) -> Flow {
+            Flow::Stop
+        }
+
+        fn sweep(&mut self, conn: &Conn<usize>, _now: Instant) -> Result<Next, Fault> {
+            Err(Fault::Unfinished {
+                received: conn.received(),
+                expected: self.len,
+            })
+        }
+
+        fn closed(&mut self, conn: &Conn<usize>, failed: bool) {
+            self.closed.push((conn.state, failed));
+        }
+    }
+
+    /// Opens `count` connections to `addr` (numbered from 10) and drives
+    /// `probe` over them.
+    fn drive_probe(addr: SocketAddr, count: usize, probe: Probe) -> Ran<Probe> {
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(64);
+        let plan = Dial {
+            target: addr,
+            sources: &[],
+            count,
+            first: 10,
+            timeout: Duration::from_secs(5),
+        };
+        let mut dialed = dial::dial(&mut poll, &mut events, &plan).unwrap();
+        assert_eq!(dialed.opened, count);
+        drive(probe, &mut poll, &mut events, &mut dialed, 10).unwrap()
+    }
+
+    /// Connections that finish (echo back, then the server's EOF) close
+    /// once each, through `closed`, and the loop ends with the last.
+    #[test]
+    fn finished_connections_close_once_and_end_the_loop() {
+        let server = echo_test_kit::server();
+        let probe = Probe::new(100_000, true, Duration::from_secs(20));
+        let ran = drive_probe(server.addr(), 3, probe);
+        assert_eq!(ran.failures.total(), 0, "{:?}", ran.failures.details());
+        assert_eq!(ran.mode.received, 300_000);
+        let mut closed = ran.mode.closed.clone();
+        closed.sort_unstable();
+        assert_eq!(closed, [(10, false), (11, false), (12, false)]);
+        assert!(ran.elapsed < Duration::from_secs(20), "{:?}", ran.elapsed);
+    }
+
+    /// When the mode does not expect it, the server's EOF is an early
+    /// close, counted as one.
+    #[test]
+    fn an_eof_not_due_is_an_early_close() {
+        let server = echo_test_kit::server();
+        let mut probe = Probe::new(1000, true, Duration::from_secs(20));
+        // The half-close makes the server close too; the mode never
+        // expects it.
+        probe.expect_eof = false;
+        let ran = drive_probe(server.addr(), 1, probe);
+        assert_eq!(ran.failures.count(Failure::EarlyClose), 1);
+        assert_eq!(ran.mode.closed, [(10, true)]);
+    }
+
+    /// At the deadline the sweep fails every connection still open, and
+    /// the loop stops.
+    #[test]
+    fn the_deadline_sweeps_and_stops() {
+        let server = echo_test_kit::server();
+        let probe = Probe::new(10, false, Duration::from_millis(200));
+        let ran = drive_probe(server.addr(), 2, probe);
+        assert_eq!(ran.failures.count(Failure::Timeout), 2);
+        assert!(ran.failures.details()[0].contains("unfinished at the deadline"));
+        assert_eq!(ran.mode.received, 20);
+        assert_eq!(ran.mode.closed.len(), 2);
+        assert!(ran.mode.closed.iter().all(|&(_, failed)| failed));
+    }
+
+    /// A server that never answers: the silence scan fails each connection
+    /// owed bytes within the limit (plus a tick), long before the deadline.
+    #[test]
+    fn the_silence_scan_fails_connections_owed_bytes() {
+        // Handshakes complete in the backlog; nothing is ever accepted.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut probe = Probe::new(10, false, Duration::from_secs(20));
+        probe.silence = Some(Duration::from_millis(200));
+        let ran = drive_probe(listener.local_addr().unwrap(), 2, probe);
+        assert_eq!(ran.failures.count(Failure::Timeout), 2);
+        assert!(ran.failures.details()[0].contains("no echo for"));
+        assert!(ran.elapsed < Duration::from_secs(2), "{:?}", ran.elapsed);
+    }
+}
