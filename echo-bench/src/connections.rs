@@ -320,7 +320,7 @@ impl Mode for Crowd<'_> {
         match self.phase {
             Phase::Echo => {
                 // The sweep that follows fails the ones still waiting.
-                self.echoed = live - self.waiting;
+                self.echoed = live.saturating_sub(self.waiting);
                 log::info!(
                     "holding {} connections for {:.3}s",
                     self.echoed,

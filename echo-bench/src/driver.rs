@@ -133,7 +133,9 @@ pub(crate) trait Mode {
     fn deadline(&self) -> Instant;
 
     /// The deadline passed, with `live` connections open. The mode moves
-    /// to its next phase (and its deadline on) or stops the loop.
+    /// to its next phase (and its deadline on) or stops the loop. A phase
+    /// due at once fires on the next turn, before any wait; each phase
+    /// fires once, so a mode with a finite run of phases ends the loop.
     fn on_timer(&mut self, now: Instant, live: usize) -> Flow;
 
     /// Just after [`Mode::on_timer`]: what becomes of each open connection
