@@ -97,7 +97,9 @@ pub(crate) trait Mode {
     /// The connection may write: write what it may, with
     /// [`Conn::write_until`] (which stops, without failing, when the kernel
     /// refuses more). Called after every event and once at the start: the
-    /// hot path, so it should cost a few comparisons beside the write.
+    /// hot path, so it should cost a few comparisons beside the write (and
+    /// carry `#[inline]`, as `received` should, or the compiler may leave
+    /// it a call away from the driver's [`step`]).
     fn send(
         &mut self,
         conn: &mut Conn<Self::State>,
@@ -197,6 +199,7 @@ impl<S> Conn<S> {
     /// Writes the stream up to byte `limit`, until the kernel refuses more.
     /// The one write path of every mode: write at once, and wait for a
     /// writable event only when the kernel refused bytes.
+    #[inline]
     pub(crate) fn write_until(
         &mut self,
         pattern: &Pattern,
@@ -392,52 +395,21 @@ impl<M: Mode> Driver<M> {
         }
     }
 
-    /// Drives connection `key`: read and check what came back, then let
-    /// the mode send what may go. `event` is `None` for the first turn,
-    /// which only sends.
+    /// Drives connection `key` one step ([`step`]) and closes it if it
+    /// finished or failed. `event` is `None` for the first turn, which
+    /// only sends.
     fn turn(&mut self, key: usize, event: Option<&Event>, now: Instant) {
-        let Driver {
-            mode,
-            conns,
-            pattern,
-            buf,
-            ..
-        } = self;
-        let Some(conn) = conns.get_mut(key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let mut result = Ok(Next::Continue);
-        if let Some(event) = event {
-            if event.is_writable() {
-                conn.write_blocked = false;
-            }
-            // An error or hang-up is a reason to read: the read reports it.
-            let closed_hint = event.is_read_closed() || event.is_error();
-            if event.is_readable() || closed_hint {
-                let from = conn.received;
-                let read = conn.receive(buf, pattern, !closed_hint, |c| mode.eof_due(c), now);
-                if conn.received > from {
-                    mode.received(conn, from, now);
-                }
-                result = match read {
-                    Ok(Read::Empty) => Ok(Next::Continue),
-                    Ok(Read::Eof) if mode.eof_due(conn) => Ok(Next::Done),
-                    // The server closed while it still owed us bytes, or
-                    // closed a connection we had not: either way, not an
-                    // echo server's behaviour.
-                    Ok(Read::Eof) => Err(Fault::EarlyClose {
-                        received: conn.received,
-                        sent: conn.sent,
-                    }),
-                    Err(fault) => Err(fault),
-                };
-            }
-        }
-        let result = match result {
-            Ok(Next::Continue) => mode.send(conn, pattern, now),
-            done_or_failed => done_or_failed,
-        };
-        match result {
+        match step(
+            &mut self.mode,
+            conn,
+            &self.pattern,
+            &mut self.buf,
+            event,
+            now,
+        ) {
             Ok(Next::Continue) => {}
             Ok(Next::Done) => self.close(key, None),
             Err(fault) => self.close(key, Some(fault)),
@@ -491,6 +463,47 @@ impl<M: Mode> Driver<M> {
         }
         self.mode.closed(&conn, fault.is_some());
     }
+}
+
+/// One connection's step on `event`: read and check what came back, then
+/// let the mode send what may go. The hot path, on one screen.
+#[inline]
+fn step<M: Mode>(
+    mode: &mut M,
+    conn: &mut Conn<M::State>,
+    pattern: &Pattern,
+    buf: &mut [u8],
+    event: Option<&Event>,
+    now: Instant,
+) -> Result<Next, Fault> {
+    if let Some(event) = event {
+        if event.is_writable() {
+            conn.write_blocked = false;
+        }
+        // An error or hang-up is a reason to read: the read reports it.
+        let closed_hint = event.is_read_closed() || event.is_error();
+        if event.is_readable() || closed_hint {
+            let from = conn.received;
+            let read = conn.receive(buf, pattern, !closed_hint, |c| mode.eof_due(c), now);
+            // Count what came before any fault the same pass found.
+            if conn.received > from {
+                mode.received(conn, from, now);
+            }
+            if let Read::Eof = read? {
+                if mode.eof_due(conn) {
+                    return Ok(Next::Done);
+                }
+                // The server closed while it still owed us bytes, or
+                // closed a connection we had not: either way, not an echo
+                // server's behaviour.
+                return Err(Fault::EarlyClose {
+                    received: conn.received,
+                    sent: conn.sent,
+                });
+            }
+        }
+    }
+    mode.send(conn, pattern, now)
 }
 
 /// Waits in `poll` for at most `timeout`. A signal that interrupts the wait

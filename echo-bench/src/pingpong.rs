@@ -339,8 +339,9 @@ impl PingPong<'_> {
         }
     }
 
+    /// Past the measured window.
     fn finishing(&self) -> bool {
-        self.phase != Phase::Loading
+        !matches!(self.phase, Phase::Loading)
     }
 
     /// How far `conn`'s stream may have been written: every message echoed
@@ -373,6 +374,7 @@ impl Mode for PingPong<'_> {
     /// Writes what the connection may and stamps every message begun.
     /// Called straight after every read, so a message goes out in the same
     /// turn its predecessor's echo arrived.
+    #[inline]
     fn send(
         &mut self,
         conn: &mut Conn<Ring>,
@@ -393,6 +395,7 @@ impl Mode for PingPong<'_> {
     }
 
     /// Times every message that came back whole.
+    #[inline]
     fn received(&mut self, conn: &mut Conn<Ring>, from: u64, now: Instant) {
         let depth = conn.state.sent_at.len() as u64;
         self.tally.verified += conn.received() - from;

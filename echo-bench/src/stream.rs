@@ -234,6 +234,7 @@ impl Mode for Transfer<'_> {
     /// Writes until the quota is sent or the kernel refuses more (the
     /// server is behind, or its buffer is full because we are); then
     /// half-closes, once, so the server's EOF will follow the last echo.
+    #[inline]
     fn send(
         &mut self,
         conn: &mut Conn<u64>,
@@ -249,6 +250,7 @@ impl Mode for Transfer<'_> {
         Ok(Next::Continue)
     }
 
+    #[inline]
     fn received(&mut self, conn: &mut Conn<u64>, from: u64, _now: Instant) {
         self.echoed += conn.received() - from;
     }
