@@ -22,18 +22,15 @@
 //! Read next: [`super::report`] for the result line.
 
 use std::fmt;
-use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use mio::event::Event;
-use mio::net::TcpStream;
-use mio::{Events, Poll};
-
-use super::dial::{self, Dial};
-use super::pattern::{read_echo, Pattern};
+use super::dial;
+use super::driver::{Conn, Flow, Mode, Next};
+use super::pattern::Pattern;
 use super::report::{Failures, Fault, Outcome, ResultLine};
-use super::{ensure_descriptors, positive, wait, LoadError, Opened, DEFAULT_TIMEOUT, EVENTS};
+use super::run::{self, Opening, Plan};
+use super::{positive, LoadError, DEFAULT_TIMEOUT};
 
 /// What a `connections` run does.
 #[derive(Debug, Clone)]
@@ -152,11 +149,16 @@ impl fmt::Display for Report {
 }
 
 impl Outcome for Report {
-    fn result_line(&self) -> ResultLine {
+    fn mode(&self) -> &'static str {
+        "connections"
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.options.addr
+    }
+
+    fn add_fields(&self, line: &mut ResultLine) {
         let o = &self.options;
-        let mut line = ResultLine::new();
-        line.push("mode", "connections");
-        line.push("addr", o.addr);
         line.push("count", o.count);
         line.push("sources", self.sources);
         line.push("size", o.size);
@@ -166,8 +168,6 @@ impl Outcome for Report {
         line.push("echo_secs", format!("{:.3}", self.echo_time.as_secs_f64()));
         line.push("held", self.held);
         line.push("hold_secs", format!("{:.3}", o.hold.as_secs_f64()));
-        self.failures.add_to(&mut line);
-        line
     }
 
     fn failures(&self) -> &Failures {
@@ -179,15 +179,6 @@ impl Outcome for Report {
     }
 }
 
-/// One connection: its message out and back, then quiet.
-struct Conn {
-    stream: TcpStream,
-    number: usize,
-    phase: usize,
-    sent: u64,
-    received: u64,
-}
-
 /// Opens `options.count` connections, echoes one message over each, holds
 /// them for `options.hold`, closes them, and reports.
 ///
@@ -197,208 +188,171 @@ struct Conn {
 /// Runs on the calling thread.
 pub fn run(options: &Options) -> Result<Report, LoadError> {
     options.validate()?;
-    ensure_descriptors(options.count)?;
-    let sources = options.source_addrs()?;
-    let mut poll = Poll::new().map_err(|e| LoadError::Setup("poll", e))?;
-    let mut events = Events::with_capacity(EVENTS);
-
-    let plan = Dial {
-        target: options.addr,
-        sources: &sources,
-        count: options.count,
-        first: 0,
+    let plan = Plan {
+        addr: options.addr,
+        connections: options.count,
+        threads: 1,
+        sources: options.sources,
         timeout: options.timeout,
+        opening: Opening::Any,
     };
-    let mut dialed = dial::dial(&mut poll, &mut events, &plan).map_err(LoadError::Poll)?;
-    let opened = Opened::of(&mut dialed);
-    let mut failures = std::mem::take(&mut dialed.failures);
-    if opened.count == 0 {
-        // Not one: the server is not there. Say so in one line.
-        return Err(opened.error(options.addr, options.count));
-    }
-    log::info!(
-        "opened {} connections in {:.3}s",
-        opened.count,
-        opened.elapsed.as_secs_f64()
-    );
-
-    let pattern = Pattern::new();
-    let mut conns: Vec<Option<Conn>> = dialed
-        .streams
-        .into_iter()
-        .enumerate()
-        .map(|(i, stream)| {
-            stream.map(|stream| Conn {
-                stream,
-                number: i,
-                phase: Pattern::phase(i),
-                sent: 0,
-                received: 0,
-            })
-        })
-        .collect();
-    let size = options.size as u64;
-    let mut buf = vec![0u8; super::IO_CHUNK];
-
-    // Echo: one message out on every connection, then every echo back.
-    let echo_start = Instant::now();
-    let echo_deadline = echo_start + options.timeout;
-    let mut waiting = 0;
-    for slot in conns.iter_mut() {
-        let Some(conn) = slot else { continue };
-        match conn.exchange(None, &pattern, size, &mut buf) {
-            Ok(true) => {}
-            Ok(false) => waiting += 1,
-            Err(fault) => fail(slot, fault, &mut failures),
-        }
-    }
-    let mut last_echo = echo_start;
-    while waiting > 0 {
-        let now = Instant::now();
-        if now >= echo_deadline {
-            break;
-        }
-        wait(&mut poll, &mut events, echo_deadline - now)?;
-        // Every event is a hint: `exchange` acts on what the calls return.
-        for event in events.iter() {
-            let Some(slot) = conns.get_mut(event.token().0) else {
-                continue;
-            };
-            let Some(conn) = slot else { continue };
-            let done_before = conn.received == size;
-            match conn.exchange(Some(event), &pattern, size, &mut buf) {
-                Ok(true) if !done_before => {
-                    waiting -= 1;
-                    last_echo = Instant::now();
-                }
-                Ok(_) => {}
-                Err(fault) => {
-                    if !done_before {
-                        waiting -= 1;
-                    }
-                    fail(slot, fault, &mut failures);
-                }
-            }
-        }
-    }
-    let mut echoed = 0;
-    for slot in conns.iter_mut() {
-        match slot {
-            Some(c) if c.received == size => echoed += 1,
-            Some(c) => {
-                let fault = Fault::Silent {
-                    waited: options.timeout,
-                    received: c.received,
-                    sent: c.sent,
-                };
-                fail(slot, fault, &mut failures);
-            }
-            None => {}
-        }
-    }
-
-    // Hold: nothing moves, so only a close or a stray byte raises an event.
-    log::info!(
-        "holding {echoed} connections for {:.3}s",
-        options.hold.as_secs_f64()
-    );
-    let hold_end = Instant::now() + options.hold;
-    loop {
-        let now = Instant::now();
-        if now >= hold_end {
-            break;
-        }
-        wait(&mut poll, &mut events, hold_end - now)?;
-        for event in events.iter() {
-            let Some(slot) = conns.get_mut(event.token().0) else {
-                continue;
-            };
-            let Some(conn) = slot else { continue };
-            if let Err(fault) = conn.exchange(Some(event), &pattern, size, &mut buf) {
-                fail(slot, fault, &mut failures);
-            }
-        }
-    }
-    let held = conns.iter().flatten().count();
-    // Dropping the sockets closes them, each with a FIN.
-    drop(conns);
-
-    Ok(Report {
+    let run = run::run(&plan, || Crowd::new(options))?;
+    let mut report = Report {
         options: options.clone(),
-        sources: sources.len(),
-        opened: opened.count,
-        open_time: opened.elapsed,
-        echoed,
-        echo_time: last_echo - echo_start,
-        held,
-        failures,
-    })
+        sources: run.sources,
+        opened: run.opened,
+        open_time: run.open_time,
+        echoed: 0,
+        echo_time: Duration::ZERO,
+        held: 0,
+        failures: Failures::default(),
+    };
+    for ran in &run.loops {
+        let crowd = &ran.mode;
+        report.echoed += crowd.echoed;
+        report.echo_time = report
+            .echo_time
+            .max(crowd.last_echo.saturating_duration_since(crowd.echo_start));
+        report.held += crowd.held;
+        report.failures.merge(&ran.failures);
+    }
+    Ok(report)
 }
 
-/// Closes the connection in `slot` and counts its fault.
-fn fail(slot: &mut Option<Conn>, fault: Fault, failures: &mut Failures) {
-    if let Some(conn) = slot.take() {
-        failures.record(conn.number, &fault);
+/// The mode: its phase and what it counted. Connections keep no state of
+/// their own: one message of `size` bytes, checked as it comes back.
+struct Crowd<'a> {
+    options: &'a Options,
+    size: u64,
+    phase: Phase,
+    /// When the messages went out.
+    echo_start: Instant,
+    /// When the last echo came back whole.
+    last_echo: Instant,
+    /// Connections open whose echo is not back yet.
+    waiting: usize,
+    /// Connections open, with their echo back, when the echo phase ended.
+    echoed: usize,
+    /// Connections still open, and quiet, at the end of the hold.
+    held: usize,
+}
+
+/// Where the run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// One message out on every connection, then every echo back.
+    Echo,
+    /// Nothing moves, so only a close or a stray byte raises an event.
+    Hold {
+        /// The end of the hold.
+        until: Instant,
+    },
+}
+
+impl Crowd<'_> {
+    fn new(options: &Options) -> Crowd<'_> {
+        let now = Instant::now();
+        Crowd {
+            options,
+            size: options.size as u64,
+            phase: Phase::Echo,
+            echo_start: now,
+            last_echo: now,
+            waiting: 0,
+            echoed: 0,
+            held: 0,
+        }
     }
 }
 
-impl Conn {
-    /// Sends what is left of the message, reads what came back and checks
-    /// it. True once the whole message is back. After that, any byte or
-    /// EOF from the server is a failure: the connection should stay quiet.
-    fn exchange(
+impl Mode for Crowd<'_> {
+    type State = ();
+
+    /// The hold lasts as long as asked, whatever the server does meanwhile.
+    const ENDS_WHEN_ALL_CLOSED: bool = false;
+
+    fn start(&mut self, now: Instant) {
+        self.echo_start = now;
+        self.last_echo = now;
+    }
+
+    fn open(&mut self, _number: usize, _now: Instant) {
+        self.waiting += 1;
+    }
+
+    /// Sends what is left of the message; after it, nothing.
+    fn send(
         &mut self,
-        event: Option<&Event>,
+        conn: &mut Conn<()>,
         pattern: &Pattern,
-        size: u64,
-        buf: &mut [u8],
-    ) -> Result<bool, Fault> {
-        while self.sent < size {
-            match self.stream.write(pattern.bytes(
-                self.phase,
-                self.sent,
-                (size - self.sent) as usize,
-            )) {
-                Ok(0) => return Err(Fault::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.sent += n as u64,
-                // Not even one small message fits: the next writable event
-                // (or readable one: we try again on every event) resumes.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Fault::Io(e)),
-            }
-        }
-        let readable = event.is_some_and(|e| e.is_readable() || e.is_read_closed() || e.is_error());
-        if readable {
-            self.receive(pattern, buf)?;
-        }
-        Ok(self.received == size)
+        now: Instant,
+    ) -> Result<Next, Fault> {
+        conn.write_until(pattern, self.size, now)?;
+        Ok(Next::Continue)
     }
 
-    /// Reads and checks until the receive queue is empty. An EOF or a byte
-    /// beyond what was sent is a failure, whenever it comes.
-    fn receive(&mut self, pattern: &Pattern, buf: &mut [u8]) -> Result<(), Fault> {
-        loop {
-            let read = read_echo(
-                &mut self.stream,
-                buf,
-                pattern,
-                self.phase,
-                self.received,
-                self.sent,
-            )?;
-            // The queue is empty. A message this small arrives in one
-            // piece, so one read usually ends here at the second call;
-            // connections are many and messages one each, so the extra call
-            // is not worth saving.
-            let Some(n) = read else { return Ok(()) };
-            if n == 0 {
-                return Err(Fault::EarlyClose {
-                    received: self.received,
-                    sent: self.sent,
-                });
+    /// Notes the echo that came back whole. Any byte after it is more than
+    /// was sent, and fails the connection before it gets here.
+    fn received(&mut self, conn: &mut Conn<()>, from: u64, now: Instant) {
+        if from < self.size && conn.received() == self.size {
+            self.waiting -= 1;
+            self.last_echo = now;
+        }
+    }
+
+    /// Not scanned: the echo phase has one deadline for every connection,
+    /// and a held connection owes nothing.
+    fn silence_limit(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The echo phase ends when every echo is back (at once), or after the
+    /// timeout; the hold at its end.
+    fn deadline(&self) -> Instant {
+        match self.phase {
+            Phase::Echo if self.waiting == 0 => self.echo_start,
+            Phase::Echo => self.echo_start + self.options.timeout,
+            Phase::Hold { until } => until,
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, live: usize) -> Flow {
+        match self.phase {
+            Phase::Echo => {
+                // The sweep that follows fails the ones still waiting.
+                self.echoed = live.saturating_sub(self.waiting);
+                log::info!(
+                    "holding {} connections for {:.3}s",
+                    self.echoed,
+                    self.options.hold.as_secs_f64()
+                );
+                self.phase = Phase::Hold {
+                    until: now + self.options.hold,
+                };
+                Flow::Continue
             }
-            self.received += n as u64;
+            Phase::Hold { .. } => {
+                self.held = live;
+                Flow::Stop
+            }
+        }
+    }
+
+    /// A connection still without its echo when the echo phase ends fails.
+    fn sweep(&mut self, conn: &Conn<()>, _now: Instant) -> Result<Next, Fault> {
+        if conn.received() < self.size {
+            return Err(Fault::Silent {
+                waited: self.options.timeout,
+                received: conn.received(),
+                sent: conn.sent(),
+            });
+        }
+        Ok(Next::Continue)
+    }
+
+    fn closed(&mut self, conn: &Conn<()>, _failed: bool) {
+        if self.phase == Phase::Echo && conn.received() < self.size {
+            self.waiting -= 1;
         }
     }
 }

@@ -36,48 +36,40 @@
 //! | the bytes sent and how an echo is checked | [`pattern`] |
 //! | opening many connections at once, from several source addresses | [`dial`] |
 //! | failures by kind, latency histogram, the `result` line | [`report`] |
+//! | the driver: one poll loop, its connections, their reads and writes, deadlines, closing | `src/driver.rs` |
+//! | a run: connections spread over loops, opened, started together | `src/run.rs` |
 //! | `pingpong`: messages and their round trips | [`pingpong`] |
 //! | `stream`: full-duplex bulk transfer | [`stream`] |
 //! | `connections`: many idle connections at once | [`connections`] |
 //!
-//! Read [`pattern`] and [`dial`] first; each mode builds on them. The binary,
-//! `src/main.rs`, only parses arguments and prints the report.
+//! Read [`pattern`] and [`dial`] first, then the driver: it owns the loop,
+//! and each mode is only the logic it plugs in (its `Mode` hooks: what to
+//! write, what to count, what a deadline means). The binary, `src/main.rs`,
+//! only parses arguments and prints the report.
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
-use std::sync::{Condvar, Mutex};
-use std::thread;
+use std::net::SocketAddr;
 use std::time::Duration;
-
-use mio::{Events, Poll};
 
 use mio_echo_net as net;
 use mio_echo_net::describe;
 
 pub mod connections;
 pub mod dial;
+mod driver;
 pub mod pattern;
 pub mod pingpong;
 pub mod report;
+mod run;
 pub mod stream;
 
-use dial::{Dial, Dialed};
 pub use report::{Failure, Failures, Outcome, ResultLine};
 
 /// The most bytes one `read` or `write` moves. 32 KiB: on this kernel 64 KiB
 /// calls move bulk loopback streams about half as fast (the server's read
 /// buffer is 32 KiB for the same reason).
 pub const IO_CHUNK: usize = 32 * 1024;
-
-/// Events taken from the kernel per `poll`.
-const EVENTS: usize = 1024;
-
-/// How often a loop wakes, at the least, to look for silent connections and
-/// passed deadlines. A scan over every connection ten times a second costs
-/// next to nothing beside the traffic it watches.
-const TICK: Duration = Duration::from_millis(100);
 
 /// Descriptors kept back beyond one per connection: the standard streams,
 /// the polls, and slack for the process.
@@ -188,258 +180,6 @@ pub fn ensure_descriptors(connections: usize) -> Result<u64, LoadError> {
     Ok(limit)
 }
 
-/// The connections thread `t` of `threads` drives: a contiguous share of
-/// `0..total`, the first `total % threads` shares one larger.
-fn share(total: usize, threads: usize, t: usize) -> Range<usize> {
-    let base = total / threads;
-    let extra = total % threads;
-    let start = t * base + t.min(extra);
-    start..start + base + usize::from(t < extra)
-}
-
-/// Where the threads of one run wait for each other between opening their
-/// connections and starting the load, so the load starts together, and
-/// starts not at all if any connection failed to open.
-///
-/// A barrier that can be called off: if a thread cannot even be created,
-/// those already waiting are let go instead of waiting for it forever.
-struct Gate {
-    threads: usize,
-    state: Mutex<GateState>,
-    opened: Condvar,
-}
-
-#[derive(Default)]
-struct GateState {
-    arrived: usize,
-    failed: u64,
-    called_off: bool,
-}
-
-impl Gate {
-    fn new(threads: usize) -> Gate {
-        Gate {
-            threads,
-            state: Mutex::new(GateState::default()),
-            opened: Condvar::new(),
-        }
-    }
-
-    /// Reports this thread's failed connections (or 1 for a failed setup)
-    /// and waits for the others. True if every thread of the run connected
-    /// and the load may start.
-    ///
-    /// Every thread must call this exactly once, whatever went wrong before,
-    /// or the others wait until the gate is called off.
-    fn wait(&self, failed: u64) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.arrived += 1;
-        state.failed += failed;
-        if state.arrived == self.threads {
-            self.opened.notify_all();
-        }
-        while state.arrived < self.threads && !state.called_off {
-            state = self.opened.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-        !state.called_off && state.failed == 0
-    }
-
-    /// Lets every waiting thread go without starting the load.
-    fn call_off(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.called_off = true;
-        self.opened.notify_all();
-    }
-}
-
-/// Runs `work(t, gate)` for each thread `t` in `0..threads` and collects the
-/// results in thread order. With one thread it runs here, on the calling
-/// thread, and the process stays single-threaded.
-/// One loop's part of a run: it says how its connections opened.
-trait LoopPart: Send {
-    /// Takes the loop's dial counts out of it.
-    fn take_opened(&mut self) -> Opened;
-}
-
-/// The start every connection-spreading mode shares: chooses the source
-/// addresses (many connections to one server open slowly from one source,
-/// see `dial`), runs `part` on `threads` loops, each over its share of
-/// `connections`, and returns the parts with the time the slowest took to
-/// open its connections. A connection that did not open fails the run.
-fn run_loops<P: LoopPart>(
-    addr: SocketAddr,
-    connections: usize,
-    threads: usize,
-    part: impl Fn(&[IpAddr], Range<usize>, &Gate) -> Result<P, LoadError> + Sync,
-) -> Result<(Vec<P>, Duration), LoadError> {
-    let sources = dial::sources_for(addr, connections, 0)?;
-    let parts = on_threads(threads, |t, gate| {
-        part(&sources, share(connections, threads, t), gate)
-    })?;
-    let mut opened = Opened::default();
-    let mut ok = Vec::with_capacity(parts.len());
-    for part in parts {
-        let mut part = part?;
-        opened.add(part.take_opened());
-        ok.push(part);
-    }
-    let opened = opened.check(addr, connections)?;
-    Ok((ok, opened.elapsed))
-}
-
-fn on_threads<R: Send>(
-    threads: usize,
-    work: impl Fn(usize, &Gate) -> R + Sync,
-) -> Result<Vec<R>, LoadError> {
-    let gate = Gate::new(threads);
-    if threads <= 1 {
-        return Ok(vec![work(0, &gate)]);
-    }
-    thread::scope(|scope| {
-        let mut handles = Vec::with_capacity(threads - 1);
-        let mut spawn_error = None;
-        for t in 1..threads {
-            let (work, gate) = (&work, &gate);
-            match thread::Builder::new()
-                .name(format!("echo-bench-{t}"))
-                .spawn_scoped(scope, move || work(t, gate))
-            {
-                Ok(handle) => handles.push(handle),
-                Err(e) => {
-                    spawn_error = Some(e);
-                    gate.call_off();
-                    break;
-                }
-            }
-        }
-        // This thread does its share too, unless the run is already off.
-        let mine = spawn_error.is_none().then(|| work(0, &gate));
-        let mut results = Vec::with_capacity(threads);
-        results.extend(mine);
-        for handle in handles {
-            match handle.join() {
-                Ok(r) => results.push(r),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        match spawn_error {
-            Some(e) => Err(LoadError::Setup("load threads", e)),
-            None => Ok(results),
-        }
-    })
-}
-
-/// One loop's connections, opened, and whether the load may start.
-struct Share {
-    poll: Poll,
-    events: Events,
-    dialed: Dialed,
-    /// Every loop of the run opened all its connections.
-    go: bool,
-}
-
-/// Opens the connections numbered `range` for one loop, then waits at the
-/// gate for the run's other loops.
-fn open_share(
-    target: SocketAddr,
-    sources: &[IpAddr],
-    range: Range<usize>,
-    timeout: Duration,
-    gate: &Gate,
-) -> Result<Share, LoadError> {
-    let prepared = (|| {
-        let mut poll = Poll::new().map_err(|e| LoadError::Setup("poll", e))?;
-        let mut events = Events::with_capacity(EVENTS);
-        let plan = Dial {
-            target,
-            sources,
-            count: range.len(),
-            first: range.start,
-            timeout,
-        };
-        let dialed = dial::dial(&mut poll, &mut events, &plan).map_err(LoadError::Poll)?;
-        Ok((poll, events, dialed))
-    })();
-    // Whatever happened, pass the gate: the other loops wait for us there.
-    let failed = match &prepared {
-        Ok((_, _, dialed)) => dialed.failures.total(),
-        Err(_) => 1,
-    };
-    let go = gate.wait(failed);
-    let (poll, events, dialed) = prepared?;
-    Ok(Share {
-        poll,
-        events,
-        dialed,
-        go,
-    })
-}
-
-/// How a run's connections opened, in one loop or over all of them.
-#[derive(Debug, Default)]
-struct Opened {
-    count: usize,
-    failed: u64,
-    first_error: Option<io::Error>,
-    elapsed: Duration,
-}
-
-impl Opened {
-    /// Takes the counts (and the first error) out of one loop's dial.
-    fn of(dialed: &mut Dialed) -> Opened {
-        Opened {
-            count: dialed.opened,
-            failed: dialed.failures.total(),
-            first_error: dialed.first_error.take(),
-            elapsed: dialed.elapsed,
-        }
-    }
-
-    /// Adds another loop's counts; the slowest loop's time is the run's.
-    fn add(&mut self, other: Opened) {
-        self.count += other.count;
-        self.failed += other.failed;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-        self.elapsed = self.elapsed.max(other.elapsed);
-    }
-
-    /// For modes that need every connection: the one-line error when some
-    /// did not open.
-    fn check(self, addr: SocketAddr, total: usize) -> Result<Opened, LoadError> {
-        if self.failed == 0 {
-            return Ok(self);
-        }
-        Err(self.error(addr, total))
-    }
-
-    /// The one-line error for connections that did not open.
-    fn error(self, addr: SocketAddr, total: usize) -> LoadError {
-        LoadError::Connect {
-            addr,
-            failed: self.failed,
-            total,
-            source: self
-                .first_error
-                .unwrap_or_else(|| io::Error::other("connection failed")),
-        }
-    }
-}
-
-/// Waits in `poll` for at most `timeout`. A signal that interrupts the wait
-/// is no failure: it counts as a wake-up with no events.
-fn wait(poll: &mut Poll, events: &mut Events, timeout: Duration) -> Result<(), LoadError> {
-    match poll.poll(events, Some(timeout)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-            events.clear();
-            Ok(())
-        }
-        Err(e) => Err(LoadError::Poll(e)),
-    }
-}
-
 /// A positive duration for a `--timeout`-like option, or a usage error.
 fn positive(what: &str, d: Duration) -> Result<(), LoadError> {
     if d.is_zero() {
@@ -451,22 +191,6 @@ fn positive(what: &str, d: Duration) -> Result<(), LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Shares cover every connection once, in order, sizes differing by one.
-    #[test]
-    fn shares_cover_every_connection_once() {
-        for total in [1, 2, 7, 100, 101] {
-            for threads in 1..=4.min(total) {
-                let ranges: Vec<_> = (0..threads).map(|t| share(total, threads, t)).collect();
-                assert_eq!(ranges[0].start, 0);
-                assert_eq!(ranges[threads - 1].end, total);
-                for pair in ranges.windows(2) {
-                    assert_eq!(pair[0].end, pair[1].start);
-                    assert!(pair[0].len() - pair[1].len() <= 1);
-                }
-            }
-        }
-    }
 
     /// Too few descriptors names the limit and how many processes it takes.
     #[test]

@@ -29,20 +29,14 @@
 //! Read next: [`super::stream`] for bulk transfer in both directions.
 
 use std::fmt;
-use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::event::Event;
-use mio::net::TcpStream;
-
-use super::pattern::{read_echo, Pattern};
+use super::driver::{Conn, Flow, Mode, Next};
+use super::pattern::Pattern;
 use super::report::{self, Failures, Fault, Latency, Outcome, ResultLine};
-use super::{
-    ensure_descriptors, open_share, positive, run_loops, wait, Gate, LoadError, LoopPart, Opened,
-    DEFAULT_TIMEOUT, IO_CHUNK, TICK,
-};
+use super::run::{self, Plan};
+use super::{positive, LoadError, DEFAULT_TIMEOUT};
 
 /// The largest `--size`: one message larger than this is a bulk transfer,
 /// which `stream` measures better.
@@ -196,11 +190,16 @@ impl fmt::Display for Report {
 }
 
 impl Outcome for Report {
-    fn result_line(&self) -> ResultLine {
+    fn mode(&self) -> &'static str {
+        "pingpong"
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.options.addr
+    }
+
+    fn add_fields(&self, line: &mut ResultLine) {
         let o = &self.options;
-        let mut line = ResultLine::new();
-        line.push("mode", "pingpong");
-        line.push("addr", o.addr);
         line.push("connections", o.connections);
         line.push("size", o.size);
         line.push("depth", o.depth);
@@ -218,8 +217,6 @@ impl Outcome for Report {
         line.push("p999_us", format!("{:.1}", self.latency.quantile_us(0.999)));
         line.push("max_us", format!("{:.1}", self.latency.max_us()));
         line.push("verified_bytes", self.verified);
-        self.failures.add_to(&mut line);
-        line
     }
 
     fn failures(&self) -> &Failures {
@@ -239,70 +236,70 @@ impl Outcome for Report {
 /// are counted in the report instead.
 pub fn run(options: &Options) -> Result<Report, LoadError> {
     options.validate()?;
-    ensure_descriptors(options.connections)?;
     let mut options = options.clone();
     options.threads = options.threads.min(options.connections);
-    let (parts, connect_time) = run_loops(
+    let plan = Plan::every(
         options.addr,
         options.connections,
         options.threads,
-        |sources, range, gate| Part::run(&options, sources, range, gate),
-    )?;
+        options.timeout,
+    );
+    let run = run::run(&plan, || PingPong::new(&options))?;
     let mut report = Report {
         options: options.clone(),
-        connect_time,
+        connect_time: run.open_time,
         measured: Duration::ZERO,
         echoes: 0,
         latency: Latency::new(),
         verified: 0,
         failures: Failures::default(),
     };
-    for part in &parts {
-        report.measured = report.measured.max(part.measured);
-        report.echoes += part.echoes;
-        report.latency.merge(&part.latency);
-        report.verified += part.verified;
-        report.failures.merge(&part.failures);
+    for ran in &run.loops {
+        let tally = &ran.mode.tally;
+        let measured = ran
+            .ended
+            .min(tally.until)
+            .saturating_duration_since(tally.from);
+        report.measured = report.measured.max(measured);
+        report.echoes += tally.echoes;
+        report.latency.merge(&tally.latency);
+        report.verified += tally.verified;
+        report.failures.merge(&ran.failures);
     }
     Ok(report)
 }
 
-impl LoopPart for Part {
-    fn take_opened(&mut self) -> Opened {
-        std::mem::take(&mut self.opened)
-    }
+/// The mode, in one loop: its phase and what it counted.
+struct PingPong<'a> {
+    options: &'a Options,
+    size: u64,
+    phase: Phase,
+    tally: Tally,
 }
 
-/// One loop's share of the run, and what it counted.
-struct Part {
-    opened: Opened,
-    measured: Duration,
-    echoes: u64,
-    latency: Latency,
-    verified: u64,
-    failures: Failures,
+/// Where a loop's run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Warm-up, then the measured window: every connection keeps `depth`
+    /// messages in flight.
+    Loading,
+    /// The window is over: no new message; connections close as their last
+    /// echoes come back, until `until`.
+    Finishing {
+        /// When the connections still waiting fail as unfinished.
+        until: Instant,
+    },
+    /// The finish took longer than the timeout.
+    Over,
 }
 
-/// One connection's progress through its stream.
-struct Conn {
-    stream: TcpStream,
-    /// The connection's number in the run, for reports.
-    number: usize,
-    /// Where its stream starts in the pattern.
-    phase: usize,
-    /// Bytes written.
-    sent: u64,
-    /// Bytes echoed and checked.
-    received: u64,
+/// One connection's messages in flight: message `m`'s send time at
+/// `m % depth`.
+struct Ring {
     /// Messages whose first byte has been written.
     stamped: u64,
-    /// When each message in flight started out, at `message % depth`.
+    /// When each message in flight started out.
     sent_at: Box<[Instant]>,
-    /// The kernel refused our last write; a writable event will say when
-    /// it has room again. (Not derived: only the kernel knows.)
-    write_blocked: bool,
-    /// The last time the wait for an echo began or an echo arrived.
-    last_progress: Instant,
 }
 
 /// What the loop counts, and the window it counts in.
@@ -324,329 +321,141 @@ impl Tally {
     }
 }
 
-impl Conn {
-    /// How far the stream may have been written: every message echoed plus
-    /// `depth` in flight, or, once the run is finishing, only the messages
-    /// already begun.
-    fn limit(&self, size: u64, finishing: bool) -> u64 {
-        if finishing {
-            self.stamped * size
-        } else {
-            (self.received / size + self.sent_at.len() as u64) * size
-        }
-    }
-
-    /// Bytes written and not yet echoed.
-    fn in_flight(&self) -> u64 {
-        self.sent - self.received
-    }
-
-    /// Writes what the connection may, until the limit or until the kernel
-    /// refuses more. Called straight after every read, so a message goes
-    /// out in the same turn its predecessor's echo arrived.
-    fn send(
-        &mut self,
-        pattern: &Pattern,
-        limit: u64,
-        size: u64,
-        now: Instant,
-    ) -> Result<(), Fault> {
-        if self.in_flight() == 0 && self.sent < limit {
-            // Nothing was owed to us until now: the wait starts here.
-            self.last_progress = now;
-        }
-        let depth = self.sent_at.len() as u64;
-        while self.sent < limit && !self.write_blocked {
-            let want = (limit - self.sent).min(IO_CHUNK as u64) as usize;
-            match self
-                .stream
-                .write(pattern.bytes(self.phase, self.sent, want))
-            {
-                Ok(0) => return Err(Fault::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => {
-                    self.sent += n as u64;
-                    while self.stamped * size < self.sent {
-                        self.sent_at[(self.stamped % depth) as usize] = now;
-                        self.stamped += 1;
-                    }
-                }
-                // The send buffer is full: the rest waits for a writable
-                // event (registered once, at connect; no epoll_ctl here).
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
-                // A signal arrived mid-call; nothing was written. Again.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Fault::Io(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads and checks echoes until the receive queue is empty, and times
-    /// every message that came back whole.
-    ///
-    /// `short_read_is_empty`: a read that returns less than asked proves the
-    /// queue is empty (any later byte raises a new event), so the pass ends
-    /// there without a read that would only return `WouldBlock`. Not so when
-    /// the event says the server closed: its EOF must be read now.
-    fn receive(
-        &mut self,
-        buf: &mut [u8],
-        pattern: &Pattern,
-        size: u64,
-        short_read_is_empty: bool,
-        now: Instant,
-        tally: &mut Tally,
-    ) -> Result<(), Fault> {
-        let depth = self.sent_at.len() as u64;
-        loop {
-            let read = read_echo(
-                &mut self.stream,
-                buf,
-                pattern,
-                self.phase,
-                self.received,
-                self.sent,
-            )?;
-            // The receive queue is empty: this pass is done.
-            let Some(n) = read else { return Ok(()) };
-            // The server closed while it still owed us bytes, or closed a
-            // connection we had not: either way, not an echo server's
-            // behaviour.
-            if n == 0 {
-                return Err(Fault::EarlyClose {
-                    received: self.received,
-                    sent: self.sent,
-                });
-            }
-            let whole_before = self.received / size;
-            self.received += n as u64;
-            self.last_progress = now;
-            tally.verified += n as u64;
-            for m in whole_before..self.received / size {
-                let rtt = now.saturating_duration_since(self.sent_at[(m % depth) as usize]);
-                tally.echo(now, rtt);
-            }
-            if n < buf.len() && short_read_is_empty {
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// The loop's state: every connection, the pattern, and the counts.
-struct Load<'a> {
-    options: &'a Options,
-    conns: Vec<Option<Conn>>,
-    live: usize,
-    pattern: Pattern,
-    tally: Tally,
-    failures: Failures,
-    finishing: bool,
-}
-
-impl Part {
-    /// Opens this loop's connections and, if the whole run may start, runs
-    /// the load over them on this thread.
-    fn run(
-        options: &Options,
-        sources: &[IpAddr],
-        range: Range<usize>,
-        gate: &Gate,
-    ) -> Result<Part, LoadError> {
-        let first = range.start;
-        let mut share = open_share(options.addr, sources, range, options.timeout, gate)?;
-        let mut part = Part {
-            opened: Opened::of(&mut share.dialed),
-            measured: Duration::ZERO,
-            echoes: 0,
-            latency: Latency::new(),
-            verified: 0,
-            failures: Failures::default(),
-        };
-        if !share.go {
-            return Ok(part);
-        }
-
-        let started = Instant::now();
-        let from = started + options.warmup;
-        let conns: Vec<Option<Conn>> = std::mem::take(&mut share.dialed.streams)
-            .into_iter()
-            .enumerate()
-            .map(|(i, stream)| {
-                stream.map(|stream| Conn {
-                    stream,
-                    number: first + i,
-                    phase: Pattern::phase(first + i),
-                    sent: 0,
-                    received: 0,
-                    stamped: 0,
-                    sent_at: vec![started; options.depth].into_boxed_slice(),
-                    write_blocked: false,
-                    last_progress: started,
-                })
-            })
-            .collect();
-        let mut load = Load {
+impl PingPong<'_> {
+    fn new(options: &Options) -> PingPong<'_> {
+        // The window is set when the load starts.
+        let now = Instant::now();
+        PingPong {
             options,
-            live: conns.iter().flatten().count(),
-            conns,
-            pattern: Pattern::new(),
+            size: options.size as u64,
+            phase: Phase::Loading,
             tally: Tally {
-                from,
-                until: from + options.duration,
+                from: now,
+                until: now,
                 echoes: 0,
                 latency: Latency::new(),
                 verified: 0,
             },
-            failures: Failures::default(),
-            finishing: false,
-        };
-        let ended = load.run(&mut share, started)?;
+        }
+    }
 
-        part.measured = ended
-            .min(load.tally.until)
-            .saturating_duration_since(load.tally.from);
-        part.echoes = load.tally.echoes;
-        part.latency = load.tally.latency;
-        part.verified = load.tally.verified;
-        part.failures = load.failures;
-        Ok(part)
+    /// Past the measured window.
+    fn finishing(&self) -> bool {
+        !matches!(self.phase, Phase::Loading)
+    }
+
+    /// How far `conn`'s stream may have been written: every message echoed
+    /// plus `depth` in flight, or, once the run is finishing, only the
+    /// messages already begun.
+    fn limit(&self, conn: &Conn<Ring>) -> u64 {
+        if self.finishing() {
+            conn.state.stamped * self.size
+        } else {
+            (conn.received() / self.size + conn.state.sent_at.len() as u64) * self.size
+        }
     }
 }
 
-impl Load<'_> {
-    /// The loop. Returns when every connection has finished or failed.
-    fn run(&mut self, share: &mut super::Share, started: Instant) -> Result<Instant, LoadError> {
-        let size = self.options.size as u64;
-        // The one read buffer every echo passes through: a local of the
-        // loop, allocated once.
-        let mut buf = vec![0u8; IO_CHUNK];
+impl Mode for PingPong<'_> {
+    type State = Ring;
 
-        // Every connection starts with `depth` messages.
-        for key in 0..self.conns.len() {
-            self.pass(key, None, &mut buf, started);
-        }
+    fn start(&mut self, now: Instant) {
+        self.tally.from = now + self.options.warmup;
+        self.tally.until = self.tally.from + self.options.duration;
+    }
 
-        let mut next_scan = started + TICK;
-        let mut drain_deadline = None;
-        loop {
-            let now = Instant::now();
-            if !self.finishing && now >= self.tally.until {
-                self.finish();
-                drain_deadline = Some(now + self.options.timeout);
-            }
-            if self.live == 0 {
-                return Ok(now);
-            }
-            if let Some(deadline) = drain_deadline.filter(|d| now >= *d) {
-                log::debug!("{} connections unfinished at {deadline:?}", self.live);
-                self.abandon_all(size);
-                return Ok(now);
-            }
-            if now >= next_scan {
-                self.fail_silent(now);
-                next_scan = now + TICK;
-            }
-            let wake = next_scan.min(drain_deadline.unwrap_or(self.tally.until));
-            wait(
-                &mut share.poll,
-                &mut share.events,
-                wake.saturating_duration_since(now),
-            )?;
-            // Every event is a hint: a readable event may find nothing to
-            // read, a token may name a connection closed earlier in this
-            // turn. `pass` acts on what the system calls return, so a stale
-            // event ends in `WouldBlock`, or in nothing at all.
-            for event in share.events.iter() {
-                self.pass(event.token().0, Some(event), &mut buf, Instant::now());
-            }
+    fn open(&mut self, _number: usize, now: Instant) -> Ring {
+        Ring {
+            stamped: 0,
+            sent_at: vec![now; self.options.depth].into_boxed_slice(),
         }
     }
 
-    /// Drives connection `key`: read what came back, then send what may go.
-    /// `event` is `None` for the first pass, which only sends.
-    fn pass(&mut self, key: usize, event: Option<&Event>, buf: &mut [u8], now: Instant) {
-        let size = self.options.size as u64;
-        let Some(conn) = self.conns.get_mut(key).and_then(Option::as_mut) else {
-            return;
-        };
-        let mut result = Ok(());
-        if let Some(event) = event {
-            if event.is_writable() {
-                conn.write_blocked = false;
-            }
-            // An error or hang-up is a reason to read: the read reports it.
-            let closed_hint = event.is_read_closed() || event.is_error();
-            if event.is_readable() || closed_hint {
-                result = conn.receive(buf, &self.pattern, size, !closed_hint, now, &mut self.tally);
-            }
+    /// Writes what the connection may and stamps every message begun.
+    /// Called straight after every read, so a message goes out in the same
+    /// turn its predecessor's echo arrived.
+    #[inline]
+    fn send(
+        &mut self,
+        conn: &mut Conn<Ring>,
+        pattern: &Pattern,
+        now: Instant,
+    ) -> Result<Next, Fault> {
+        conn.write_until(pattern, self.limit(conn), now)?;
+        let depth = conn.state.sent_at.len() as u64;
+        while conn.state.stamped * self.size < conn.sent() {
+            let ring = &mut conn.state;
+            ring.sent_at[(ring.stamped % depth) as usize] = now;
+            ring.stamped += 1;
         }
-        let result = result.and_then(|()| {
-            let limit = conn.limit(size, self.finishing);
-            conn.send(&self.pattern, limit, size, now)
-        });
-        match result {
-            Err(fault) => self.close(key, Some(fault)),
-            Ok(()) if self.finishing && conn.in_flight() == 0 => self.close(key, None),
-            Ok(()) => {}
+        if self.finishing() && conn.in_flight() == 0 {
+            return Ok(Next::Done);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Times every message that came back whole.
+    #[inline]
+    fn received(&mut self, conn: &mut Conn<Ring>, from: u64, now: Instant) {
+        let depth = conn.state.sent_at.len() as u64;
+        self.tally.verified += conn.received() - from;
+        for m in from / self.size..conn.received() / self.size {
+            let rtt = now.saturating_duration_since(conn.state.sent_at[(m % depth) as usize]);
+            self.tally.echo(now, rtt);
         }
     }
 
-    /// The measured window has ended: no new messages. Connections with
-    /// nothing in flight close now; the others once their echoes are back.
-    fn finish(&mut self) {
-        log::debug!("measurement over; waiting for the echoes in flight");
-        self.finishing = true;
-        let size = self.options.size as u64;
-        for key in 0..self.conns.len() {
-            let idle = matches!(&self.conns[key],
-                Some(c) if c.in_flight() == 0 && c.sent == c.limit(size, true));
-            if idle {
-                self.close(key, None);
+    fn silence_limit(&self) -> Option<Duration> {
+        Some(self.options.timeout)
+    }
+
+    /// Only bytes in flight are owed: a connection that has every echo
+    /// back is waiting for nothing.
+    fn owed(&self, conn: &Conn<Ring>) -> bool {
+        conn.in_flight() > 0
+    }
+
+    fn deadline(&self) -> Instant {
+        match self.phase {
+            Phase::Loading => self.tally.until,
+            Phase::Finishing { until } => until,
+            // Not reached: the loop stops when the phase becomes `Over`.
+            Phase::Over => self.tally.until,
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, live: usize) -> Flow {
+        match self.phase {
+            Phase::Loading => {
+                log::debug!("measurement over; waiting for the echoes in flight");
+                self.phase = Phase::Finishing {
+                    until: now + self.options.timeout,
+                };
+                Flow::Continue
             }
-        }
-    }
-
-    /// Fails every connection that has bytes in flight and has heard
-    /// nothing for the timeout.
-    fn fail_silent(&mut self, now: Instant) {
-        let timeout = self.options.timeout;
-        for key in 0..self.conns.len() {
-            let fault = match &self.conns[key] {
-                Some(c) if c.in_flight() > 0 && now - c.last_progress >= timeout => Fault::Silent {
-                    waited: now - c.last_progress,
-                    received: c.received,
-                    sent: c.sent,
-                },
-                _ => continue,
-            };
-            self.close(key, Some(fault));
-        }
-    }
-
-    /// The finish took longer than the timeout: every connection still
-    /// open fails.
-    fn abandon_all(&mut self, size: u64) {
-        for key in 0..self.conns.len() {
-            let fault = match &self.conns[key] {
-                Some(c) => Fault::Unfinished {
-                    received: c.received,
-                    expected: c.limit(size, true),
-                },
-                None => continue,
-            };
-            self.close(key, Some(fault));
-        }
-    }
-
-    /// Closes connection `key` (dropping the socket closes it), counting
-    /// `fault` if it failed.
-    fn close(&mut self, key: usize, fault: Option<Fault>) {
-        if let Some(conn) = self.conns[key].take() {
-            if let Some(fault) = fault {
-                self.failures.record(conn.number, &fault);
+            Phase::Finishing { until } => {
+                log::debug!("{live} connections unfinished at {until:?}");
+                self.phase = Phase::Over;
+                Flow::Stop
             }
-            self.live -= 1;
+            Phase::Over => Flow::Stop,
+        }
+    }
+
+    /// Finishing: connections with nothing in flight close now, the others
+    /// once their echoes are back. Over: every connection still open fails.
+    fn sweep(&mut self, conn: &Conn<Ring>, _now: Instant) -> Result<Next, Fault> {
+        let expected = conn.state.stamped * self.size;
+        match self.phase {
+            Phase::Loading => Ok(Next::Continue),
+            Phase::Finishing { .. } if conn.in_flight() == 0 && conn.sent() == expected => {
+                Ok(Next::Done)
+            }
+            Phase::Finishing { .. } => Ok(Next::Continue),
+            Phase::Over => Err(Fault::Unfinished {
+                received: conn.received(),
+                expected,
+            }),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -371,12 +372,27 @@ impl fmt::Display for ResultLine {
 /// What every mode's report offers the binary: a human summary (`Display`),
 /// the result line, and the failures that decide the exit status.
 pub trait Outcome: fmt::Display {
-    /// The machine-readable line, printed last.
-    fn result_line(&self) -> ResultLine;
+    /// The mode's name, the result line's `mode=`.
+    fn mode(&self) -> &'static str;
+    /// The server the run loaded, the result line's `addr=`.
+    fn addr(&self) -> SocketAddr;
+    /// Adds the mode's own pairs, in order (the keys its report type lists).
+    fn add_fields(&self, line: &mut ResultLine);
     /// The connections that failed, by kind.
     fn failures(&self) -> &Failures;
     /// How many connections the run used (or tried to open).
     fn connections(&self) -> usize;
+
+    /// The machine-readable line, printed last: `mode`, `addr`, the mode's
+    /// own pairs, then `errors` and one count per [`Failure`] kind.
+    fn result_line(&self) -> ResultLine {
+        let mut line = ResultLine::new();
+        line.push("mode", self.mode());
+        line.push("addr", self.addr());
+        self.add_fields(&mut line);
+        self.failures().add_to(&mut line);
+        line
+    }
 }
 
 /// `n` and the noun, plural unless `n` is 1: "1 connection", "2 connections".

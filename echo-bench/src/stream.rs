@@ -21,20 +21,14 @@
 //! Read next: [`super::connections`] for many connections held at once.
 
 use std::fmt;
-use std::io::{self, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::ops::Range;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::event::Event;
-use mio::net::TcpStream;
-
-use super::pattern::{read_echo, Pattern};
+use super::driver::{Conn, Flow, Mode, Next};
+use super::pattern::Pattern;
 use super::report::{self, Failures, Fault, Outcome, ResultLine};
-use super::{
-    ensure_descriptors, open_share, positive, run_loops, wait, Gate, LoadError, LoopPart, Opened,
-    Share, DEFAULT_TIMEOUT, IO_CHUNK, TICK,
-};
+use super::run::{self, Plan};
+use super::{positive, LoadError, DEFAULT_TIMEOUT};
 
 /// The default for `--max-time`: the longest a transfer may take in all.
 pub const DEFAULT_MAX_TIME: Duration = Duration::from_secs(120);
@@ -154,19 +148,22 @@ impl fmt::Display for Report {
 }
 
 impl Outcome for Report {
-    fn result_line(&self) -> ResultLine {
+    fn mode(&self) -> &'static str {
+        "stream"
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.options.addr
+    }
+
+    fn add_fields(&self, line: &mut ResultLine) {
         let o = &self.options;
-        let mut line = ResultLine::new();
-        line.push("mode", "stream");
-        line.push("addr", o.addr);
         line.push("connections", o.connections);
         line.push("threads", o.threads);
         line.push("bytes", o.bytes);
         line.push("echoed_bytes", self.echoed);
         line.push("secs", format!("{:.3}", self.elapsed.as_secs_f64()));
         line.push("mib_per_sec", format!("{:.2}", self.mib_per_sec()));
-        self.failures.add_to(&mut line);
-        line
     }
 
     fn failures(&self) -> &Failures {
@@ -185,300 +182,104 @@ impl Outcome for Report {
 /// failures during the transfer are counted in the report instead.
 pub fn run(options: &Options) -> Result<Report, LoadError> {
     options.validate()?;
-    ensure_descriptors(options.connections)?;
     let mut options = options.clone();
     options.threads = options.threads.min(options.connections);
-    let (parts, connect_time) = run_loops(
+    let plan = Plan::every(
         options.addr,
         options.connections,
         options.threads,
-        |sources, range, gate| Part::run(&options, sources, range, gate),
-    )?;
+        options.timeout,
+    );
+    let run = run::run(&plan, || Transfer {
+        options: &options,
+        deadline: Instant::now(),
+        echoed: 0,
+    })?;
     let mut report = Report {
-        options,
-        connect_time,
+        options: options.clone(),
+        connect_time: run.open_time,
         elapsed: Duration::ZERO,
         echoed: 0,
         failures: Failures::default(),
     };
-    for part in &parts {
-        report.elapsed = report.elapsed.max(part.elapsed);
-        report.echoed += part.echoed;
-        report.failures.merge(&part.failures);
+    for ran in &run.loops {
+        report.elapsed = report.elapsed.max(ran.elapsed);
+        report.echoed += ran.mode.echoed;
+        report.failures.merge(&ran.failures);
     }
     Ok(report)
 }
 
-impl LoopPart for Part {
-    fn take_opened(&mut self) -> Opened {
-        std::mem::take(&mut self.opened)
-    }
-}
-
-/// One loop's share of the run, and what it counted.
-struct Part {
-    opened: Opened,
-    elapsed: Duration,
-    echoed: u64,
-    failures: Failures,
-}
-
-/// One connection's transfer.
-struct Conn {
-    stream: TcpStream,
-    /// The connection's number in the run, for reports.
-    number: usize,
-    /// Where its stream starts in the pattern.
-    phase: usize,
-    /// The bytes it sends, and must get back.
-    quota: u64,
-    /// Bytes written.
-    sent: u64,
+/// The mode, in one loop. Each connection's state is its quota: the bytes
+/// it sends, and must get back.
+struct Transfer<'a> {
+    options: &'a Options,
+    /// The `--max-time` deadline (set when the load starts).
+    deadline: Instant,
     /// Bytes echoed and checked.
-    received: u64,
-    /// The kernel refused our last write; a writable event will say when
-    /// it has room again.
-    write_blocked: bool,
-    /// When the last echo arrived (or the transfer started).
-    last_progress: Instant,
+    echoed: u64,
 }
 
-/// What a pass over a connection decided.
-enum Next {
-    /// More to move; wait for the next event.
-    Wait,
-    /// Everything came back, then the server's EOF.
-    Done,
-}
+impl Mode for Transfer<'_> {
+    type State = u64;
 
-impl Conn {
-    /// Writes until the quota is sent or the kernel refuses more; then
-    /// half-closes, once, so the server's EOF will follow the last echo.
-    fn send(&mut self, pattern: &Pattern) -> Result<(), Fault> {
-        while self.sent < self.quota && !self.write_blocked {
-            let want = (self.quota - self.sent).min(IO_CHUNK as u64) as usize;
-            match self
-                .stream
-                .write(pattern.bytes(self.phase, self.sent, want))
-            {
-                Ok(0) => return Err(Fault::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => {
-                    self.sent += n as u64;
-                    if self.sent == self.quota {
-                        self.stream.shutdown(Shutdown::Write).map_err(Fault::Io)?;
-                    }
-                }
-                // The send buffer is full (the server is behind, or its
-                // buffer is full because we are): wait for writable.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Fault::Io(e)),
-            }
-        }
-        Ok(())
+    fn start(&mut self, now: Instant) {
+        self.deadline = now + self.options.max_time;
     }
 
-    /// Reads and checks the echo until the receive queue is empty (see
-    /// [`super::pingpong`] for `short_read_is_empty`).
-    fn receive(
+    fn open(&mut self, number: usize, _now: Instant) -> u64 {
+        self.options.quota(number)
+    }
+
+    /// Writes until the quota is sent or the kernel refuses more (the
+    /// server is behind, or its buffer is full because we are); then
+    /// half-closes, once, so the server's EOF will follow the last echo.
+    #[inline]
+    fn send(
         &mut self,
-        buf: &mut [u8],
+        conn: &mut Conn<u64>,
         pattern: &Pattern,
-        short_read_is_empty: bool,
         now: Instant,
     ) -> Result<Next, Fault> {
-        loop {
-            let read = read_echo(
-                &mut self.stream,
-                buf,
-                pattern,
-                self.phase,
-                self.received,
-                self.sent,
-            )?;
-            let Some(n) = read else { return Ok(Next::Wait) };
-            // The server's EOF: the end if it echoed everything after our
-            // half-close, an early close otherwise.
-            if n == 0 {
-                if self.received == self.quota {
-                    return Ok(Next::Done);
-                }
-                return Err(Fault::EarlyClose {
-                    received: self.received,
-                    sent: self.sent,
-                });
-            }
-            self.received += n as u64;
-            self.last_progress = now;
-            // The EOF may be queued behind the last bytes: only a read can
-            // tell, so keep reading once everything is back.
-            if n < buf.len() && short_read_is_empty && self.received < self.quota {
-                return Ok(Next::Wait);
-            }
+        let quota = conn.state;
+        let before = conn.sent();
+        conn.write_until(pattern, quota, now)?;
+        if before < quota && conn.sent() == quota {
+            conn.shutdown_write()?;
         }
-    }
-}
-
-impl Part {
-    /// Opens this loop's connections and, if the whole run may start, runs
-    /// the transfer over them on this thread.
-    fn run(
-        options: &Options,
-        sources: &[IpAddr],
-        range: Range<usize>,
-        gate: &Gate,
-    ) -> Result<Part, LoadError> {
-        let first = range.start;
-        let mut share = open_share(options.addr, sources, range, options.timeout, gate)?;
-        let mut part = Part {
-            opened: Opened::of(&mut share.dialed),
-            elapsed: Duration::ZERO,
-            echoed: 0,
-            failures: Failures::default(),
-        };
-        if !share.go {
-            return Ok(part);
-        }
-        let started = Instant::now();
-        let conns = std::mem::take(&mut share.dialed.streams)
-            .into_iter()
-            .enumerate()
-            .map(|(i, stream)| {
-                stream.map(|stream| Conn {
-                    stream,
-                    number: first + i,
-                    phase: Pattern::phase(first + i),
-                    quota: options.quota(first + i),
-                    sent: 0,
-                    received: 0,
-                    write_blocked: false,
-                    last_progress: started,
-                })
-            })
-            .collect();
-        let mut load = Load {
-            options,
-            conns,
-            pattern: Pattern::new(),
-            echoed: 0,
-            failures: Failures::default(),
-        };
-        let ended = load.run(&mut share, started)?;
-        part.elapsed = ended - started;
-        part.echoed = load.echoed;
-        part.failures = load.failures;
-        Ok(part)
-    }
-}
-
-/// The loop's state.
-struct Load<'a> {
-    options: &'a Options,
-    conns: Vec<Option<Conn>>,
-    pattern: Pattern,
-    /// Bytes echoed on connections that have closed (finished or failed).
-    echoed: u64,
-    failures: Failures,
-}
-
-impl Load<'_> {
-    /// The loop. Returns when every connection has finished or failed.
-    fn run(&mut self, share: &mut Share, started: Instant) -> Result<Instant, LoadError> {
-        let deadline = started + self.options.max_time;
-        let mut buf = vec![0u8; IO_CHUNK];
-        let mut live = self.conns.iter().flatten().count();
-
-        for key in 0..self.conns.len() {
-            live -= usize::from(self.pass(key, None, &mut buf, started));
-        }
-        let mut next_scan = started + TICK;
-        loop {
-            let now = Instant::now();
-            if live == 0 {
-                return Ok(now);
-            }
-            if now >= deadline {
-                for key in 0..self.conns.len() {
-                    if let Some(c) = &self.conns[key] {
-                        let fault = Fault::Unfinished {
-                            received: c.received,
-                            expected: c.quota,
-                        };
-                        self.close(key, Some(fault));
-                    }
-                }
-                return Ok(now);
-            }
-            if now >= next_scan {
-                live -= self.fail_silent(now);
-                next_scan = now + TICK;
-            }
-            wait(
-                &mut share.poll,
-                &mut share.events,
-                next_scan.min(deadline).saturating_duration_since(now),
-            )?;
-            // Every event is a hint; see `pingpong` for why that is safe.
-            for event in share.events.iter() {
-                live -=
-                    usize::from(self.pass(event.token().0, Some(event), &mut buf, Instant::now()));
-            }
-        }
+        Ok(Next::Continue)
     }
 
-    /// Drives connection `key`: read what came back, write what may go.
-    /// True if the connection closed (finished or failed).
-    fn pass(&mut self, key: usize, event: Option<&Event>, buf: &mut [u8], now: Instant) -> bool {
-        let Some(conn) = self.conns.get_mut(key).and_then(Option::as_mut) else {
-            return false;
-        };
-        let mut result = Ok(Next::Wait);
-        if let Some(event) = event {
-            if event.is_writable() {
-                conn.write_blocked = false;
-            }
-            let closed_hint = event.is_read_closed() || event.is_error();
-            if event.is_readable() || closed_hint {
-                result = conn.receive(buf, &self.pattern, !closed_hint, now);
-            }
-        }
-        let result = result.and_then(|next| conn.send(&self.pattern).map(|()| next));
-        match result {
-            Ok(Next::Wait) => false,
-            Ok(Next::Done) => self.close(key, None),
-            Err(fault) => self.close(key, Some(fault)),
-        }
+    #[inline]
+    fn received(&mut self, conn: &mut Conn<u64>, from: u64, _now: Instant) {
+        self.echoed += conn.received() - from;
     }
 
-    /// Fails every connection that has heard nothing for the timeout.
-    /// Returns how many.
-    fn fail_silent(&mut self, now: Instant) -> usize {
-        let timeout = self.options.timeout;
-        let mut failed = 0;
-        for key in 0..self.conns.len() {
-            let fault = match &self.conns[key] {
-                Some(c) if now - c.last_progress >= timeout => Fault::Silent {
-                    waited: now - c.last_progress,
-                    received: c.received,
-                    sent: c.sent,
-                },
-                _ => continue,
-            };
-            failed += usize::from(self.close(key, Some(fault)));
-        }
-        failed
+    /// The server's EOF ends the transfer once everything came back; it may
+    /// be queued behind the last bytes, so the read goes on until it comes.
+    fn eof_due(&self, conn: &Conn<u64>) -> bool {
+        conn.received() == conn.state
     }
 
-    /// Closes connection `key`, counting its echoed bytes and its fault, if
-    /// any. True if it was open.
-    fn close(&mut self, key: usize, fault: Option<Fault>) -> bool {
-        let Some(conn) = self.conns[key].take() else {
-            return false;
-        };
-        self.echoed += conn.received;
-        if let Some(fault) = fault {
-            self.failures.record(conn.number, &fault);
-        }
-        true
+    /// Until the EOF, a connection is always owed something: echoes, or
+    /// the EOF itself.
+    fn silence_limit(&self) -> Option<Duration> {
+        Some(self.options.timeout)
+    }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    fn on_timer(&mut self, _now: Instant, _live: usize) -> Flow {
+        Flow::Stop
+    }
+
+    /// `--max-time` passed: every connection still going fails.
+    fn sweep(&mut self, conn: &Conn<u64>, _now: Instant) -> Result<Next, Fault> {
+        Err(Fault::Unfinished {
+            received: conn.received(),
+            expected: conn.state,
+        })
     }
 }
