@@ -19,15 +19,14 @@ mod common;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    closed_by_peer, connect, count, field, has_ipv6_loopback, random_bytes, reset, round_trip,
-    server_command, wait_until, EchoServer, LISTENING,
+    closed_by_peer, connect, count, field, has_ipv6_loopback, limit_resource, random_bytes, reset,
+    round_trip, server_command, start_server, stop_server, wait_until, EchoServer, LISTENING,
 };
 
 /// How long a client waits for an echo, or for a refused connection to be
@@ -42,28 +41,7 @@ const LINE_WAIT: Duration = Duration::from_secs(10);
 /// Starts the server binary with `args` (at the default log level) and
 /// returns it with the first TCP address it logged.
 fn start(args: &[&str]) -> (EchoServer, SocketAddr) {
-    start_command(server_command().args(args))
-}
-
-/// Like [`start`], for a command the test has prepared.
-fn start_command(command: &mut Command) -> (EchoServer, SocketAddr) {
-    let mut server = EchoServer::spawn(command);
-    let addr = server.listening(1)[0];
-    (server, addr)
-}
-
-/// Stops the server with SIGTERM and returns its exit status, every line
-/// it logged, and its `stopped: ...` line.
-fn stop(server: EchoServer) -> (ExitStatus, Vec<String>, String) {
-    server.signal(libc::SIGTERM);
-    let (status, lines) = server.finish();
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l.contains("stopped: "))
-        .cloned()
-        .unwrap_or_else(|| panic!("no `stopped:` line: {lines:#?}"));
-    (status, lines, last)
+    start_server(server_command().args(args))
 }
 
 /// The next line of `server`'s log that contains `text`, within
@@ -147,27 +125,6 @@ fn tally(outcomes: &[(TcpStream, Outcome)], what: &str) -> (usize, usize) {
         }
     }
     (echoed, closed)
-}
-
-/// Makes `command`'s process start with at most `limit` descriptors, soft
-/// and hard alike, so that it cannot raise the limit.
-fn limit_descriptors(command: &mut Command, limit: u64) {
-    let hook = move || -> io::Result<()> {
-        let limit = libc::rlimit {
-            rlim_cur: limit as libc::rlim_t,
-            rlim_max: limit as libc::rlim_t,
-        };
-        // SAFETY: setrlimit reads one rlimit through a valid pointer.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    };
-    // SAFETY: the hook runs between fork and exec and makes one system call;
-    // it allocates nothing and takes no lock.
-    unsafe {
-        command.pre_exec(hook);
-    }
 }
 
 /// Sets a flag when dropped, so that threads polling it stop even when the
@@ -343,7 +300,7 @@ fn a_connect_and_reset_storm_locks_no_client_out() {
 
     let made: usize = storm.iter().map(|s| s.0).sum();
     let missed: usize = storm.iter().map(|s| s.1).sum();
-    let (status, lines, last) = stop(server);
+    let (status, lines, last) = stop_server(server);
     eprintln!(
         "without a storm: {} clients, round trip p50 {:.2} ms, p99 {:.2} ms",
         quiet.times.len(),
@@ -426,7 +383,7 @@ fn per_ip_limit_holds_across_threads() {
     }
     drop(outcomes);
 
-    let (status, lines, last) = stop(server);
+    let (status, lines, last) = stop_server(server);
     assert_eq!(status.code(), Some(0), "{last}");
     assert_eq!(count(&last, "rejected"), 20, "{last}");
     assert_eq!(count(&last, "connections"), 10, "{last}");
@@ -474,7 +431,7 @@ fn connection_limit_holds_for(extra: &[&str]) {
     }
     drop((held, past));
 
-    let (status, lines, last) = stop(server);
+    let (status, lines, last) = stop_server(server);
     assert_eq!(status.code(), Some(0), "{last}");
     assert_eq!(count(&last, "connections"), 40, "{last}");
     assert_eq!(count(&last, "rejected"), 10, "{last}");
@@ -542,7 +499,7 @@ fn a_second_server_on_a_taken_address_fails_whatever_threads_says() {
     let client = connect(addr);
     round_trip(&client, b"still the first server").expect("the first server still serves");
     drop(client);
-    let (status, _, last) = stop(first);
+    let (status, _, last) = stop_server(first);
     assert_eq!(status.code(), Some(0), "{last}");
     assert_eq!(count(&last, "connections"), 1, "{last}");
 }
@@ -581,7 +538,7 @@ fn reuse_port_is_an_explicit_opt_in() {
     drop(clients);
 
     for server in [first, second] {
-        let (status, _, last) = stop(server);
+        let (status, _, last) = stop_server(server);
         assert_eq!(status.code(), Some(0), "{last}");
     }
 }
@@ -621,7 +578,7 @@ fn a_mapped_ipv4_client_counts_as_its_ipv4_address() {
     );
     drop(outcomes);
 
-    let (status, lines, last) = stop(server);
+    let (status, lines, last) = stop_server(server);
     assert_eq!(status.code(), Some(0), "{last}");
     assert_eq!(count(&last, "rejected"), 1, "{last}");
     let refused = refusals(&lines);
@@ -647,8 +604,8 @@ fn the_refusal_names_the_descriptor_budget_when_it_sets_the_limit() {
     const LIMIT: u64 = 64;
     let mut command = server_command();
     command.args(["-l", "127.0.0.1:0", "--max-connections", "1000"]);
-    limit_descriptors(&mut command, LIMIT);
-    let (mut server, addr) = start_command(&mut command);
+    limit_resource(&mut command, libc::RLIMIT_NOFILE as libc::c_int, LIMIT);
+    let (mut server, addr) = start_server(&mut command);
     let line = line_within(&mut server, "serving at most");
     assert!(
         line.contains(&format!(
@@ -683,7 +640,7 @@ fn the_refusal_names_the_descriptor_budget_when_it_sets_the_limit() {
         "{refusal}"
     );
     assert!(!refusal.contains("--max-connections"), "{refusal}");
-    let (status, _, last) = stop(server);
+    let (status, _, last) = stop_server(server);
     assert_eq!(status.code(), Some(0), "{last}");
     assert_eq!(count(&last, "rejected"), 1, "{last}");
 }
@@ -712,7 +669,7 @@ fn sigusr1_logs_the_total_of_all_loops() {
         line_within(&mut server, "stats: ");
     }
     drop(clients);
-    let (status, lines, last) = stop(server);
+    let (status, lines, last) = stop_server(server);
     assert_eq!(status.code(), Some(0), "{last}");
     let per_loop: Vec<&String> = lines
         .iter()

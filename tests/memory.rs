@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -31,9 +30,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_same_bytes, connect, connect_small_window, count, exchange, kernel_socket, random_bytes,
-    random_chunks, reset, round_trip, rss, server_command, tcp_sockets, vm_peak, EchoServer,
-    Guarded, LISTEN,
+    assert_same_bytes, connect, connect_small_window, count, exchange, kernel_socket,
+    limit_resource, live_stats, random_bytes, random_chunks, reset, round_trip, rss,
+    server_command, stop_server, tcp_sockets, vm_peak, EchoServer, Guarded, LISTEN,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -115,27 +114,6 @@ fn start(args: &[&str]) -> (EchoServer, SocketAddr) {
     start_with(&mut server_command(), args)
 }
 
-/// Stops the server binary with SIGTERM and returns its exit status, every
-/// line it logged, and its `stopped: ...` line.
-fn stop(server: EchoServer) -> (ExitStatus, Vec<String>, String) {
-    server.signal(libc::SIGTERM);
-    let (status, lines) = server.finish();
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l.contains("stopped: "))
-        .cloned()
-        .unwrap_or_else(|| panic!("no `stopped:` line: {lines:#?}"));
-    (status, lines, last)
-}
-
-/// Asks the running server for its counters (SIGUSR1) and returns the
-/// `stats:` line it logs.
-fn live_stats(server: &mut EchoServer) -> String {
-    server.signal(libc::SIGUSR1);
-    server.line_containing("stats: ")
-}
-
 /// Asks for the counters until `active=` is `n`, within [`PHASE`]; returns
 /// the last `stats:` line. Paced by the server's answer, not by a sleep.
 fn wait_for_active(server: &mut EchoServer, n: u64) -> String {
@@ -181,27 +159,6 @@ fn line_or_exit(server: &mut EchoServer, text: &str, within: Duration) -> String
 /// Whether the server process (ours) is still running.
 fn alive(server: &mut EchoServer) -> Option<ExitStatus> {
     server.child.try_wait().expect("try_wait")
-}
-
-/// Makes `command`'s process start with at most `bytes` of address space
-/// (RLIMIT_AS, soft and hard), so that the allocator's requests fail there.
-fn limit_address_space(command: &mut Command, bytes: u64) {
-    let hook = move || -> io::Result<()> {
-        let limit = libc::rlimit {
-            rlim_cur: bytes as libc::rlim_t,
-            rlim_max: bytes as libc::rlim_t,
-        };
-        // SAFETY: setrlimit reads one rlimit through a valid pointer.
-        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    };
-    // SAFETY: the hook runs between fork and exec and makes one system
-    // call: it allocates nothing and takes no lock.
-    unsafe {
-        command.pre_exec(hook);
-    }
 }
 
 /// The kernel's TCP buffer memory in use, in bytes (the `mem` pages of
@@ -617,7 +574,7 @@ fn the_memory_budget_bounds_what_peers_that_never_read_can_cost() {
     stallers.leave();
     late.leave();
     drop(warm);
-    let (status, _, summary) = stop(server);
+    let (status, _, summary) = stop_server(server);
     eprintln!("budget: {summary}");
     assert!(status.success(), "{status}");
     assert_eq!(count(&summary, "out_of_memory"), 0, "{summary}");
@@ -724,7 +681,7 @@ fn resident_memory_returns_after_a_burst_of_slow_readers_leaves() {
     );
     round_trip(&warm, b"still served").unwrap();
     drop(warm);
-    let (status, _, summary) = stop(server);
+    let (status, _, summary) = stop_server(server);
     assert!(status.success(), "{status}: {summary}");
 }
 
@@ -800,7 +757,7 @@ fn allocation_failure_closes_one_connection_and_never_aborts() {
     round_trip(&client, b"warm-up").unwrap();
     let idle_peak = vm_peak(probe.pid());
     drop(client);
-    let (status, _, _) = stop(probe);
+    let (status, _, _) = stop_server(probe);
     assert!(status.success(), "the unlimited server: {status}");
 
     let limit = idle_peak + HEADROOM;
@@ -811,7 +768,7 @@ fn allocation_failure_closes_one_connection_and_never_aborts() {
         mib(HEADROOM)
     );
     let mut command = server_command();
-    limit_address_space(&mut command, limit);
+    limit_resource(&mut command, libc::RLIMIT_AS as libc::c_int, limit);
     let (mut server, addr) = start_with(&mut command, &args);
     let warm = connect(addr);
     round_trip(&warm, b"warm-up").unwrap();
@@ -851,7 +808,7 @@ fn allocation_failure_closes_one_connection_and_never_aborts() {
         reset(s);
     }
     drop(warm);
-    let (status, lines, summary) = stop(server);
+    let (status, lines, summary) = stop_server(server);
     eprintln!("allocator: {summary}");
     assert!(status.success(), "{status}: {summary}");
     let refusals = lines
@@ -978,7 +935,7 @@ fn slow_reader_kernel_queue(args: &[&str]) -> (usize, usize) {
         }
     }
     reset(client);
-    let (status, _, summary) = stop(server);
+    let (status, _, summary) = stop_server(server);
     assert!(status.success(), "{status}: {summary}");
     (most, sent)
 }
@@ -1073,7 +1030,7 @@ fn a_stopped_server_does_not_close_connections_with_data_waiting_as_idle() {
         c.shutdown(Shutdown::Write).unwrap();
     }
     drop(clients);
-    let (status, _, summary) = stop(server);
+    let (status, _, summary) = stop_server(server);
     eprintln!("stopped: {summary}");
     assert!(status.success(), "{status}: {summary}");
     assert_eq!(count(&summary, "idle_closed"), 0, "{summary}");

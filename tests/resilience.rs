@@ -22,16 +22,16 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
     assert_same_bytes, closed_by_peer, connect, connect_from, connect_small_window, count,
-    cpu_time, difference, exchange, exchange_reading, fds_below, kernel_socket, open_fds,
-    random_bytes, random_chunks, read_to_eof, reset, round_trip, rss, server, server_command,
-    server_with, wait_until, EchoServer, DEADLINE,
+    cpu_time, difference, exchange, exchange_reading, fds_below, kernel_socket, live_stats,
+    open_fds, random_bytes, random_chunks, read_to_eof, reset, round_trip, rss, server,
+    server_command, server_with, start_server, stop_server, wait_until, EchoServer, DEADLINE,
 };
 use mio_echo::Config;
 use rand::rngs::StdRng;
@@ -44,35 +44,6 @@ const MIB: usize = 1024 * 1024;
 /// it. Generous: "at once" is a few milliseconds; a server that serves the
 /// client instead never closes it, and this bounds the wait for that.
 const REFUSAL_WAIT: Duration = Duration::from_secs(10);
-
-/// Starts the server binary as `command` describes and returns it with the
-/// first TCP address it logged.
-fn start(command: &mut Command) -> (EchoServer, SocketAddr) {
-    let mut server = EchoServer::spawn(command);
-    let addr = server.listening(1)[0];
-    (server, addr)
-}
-
-/// Stops the server binary with SIGTERM and returns its exit status, every
-/// line it logged, and its `stopped: ...` line.
-fn stop(server: EchoServer) -> (ExitStatus, Vec<String>, String) {
-    server.signal(libc::SIGTERM);
-    let (status, lines) = server.finish();
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l.contains("stopped: "))
-        .cloned()
-        .unwrap_or_else(|| panic!("no `stopped:` line: {lines:#?}"));
-    (status, lines, last)
-}
-
-/// Asks the running server binary for its counters (SIGUSR1) and returns
-/// the `stats:` line it logs.
-fn live_stats(server: &mut EchoServer) -> String {
-    server.signal(libc::SIGUSR1);
-    server.line_containing("stats: ")
-}
 
 /// Sets a flag when dropped, so that threads polling it stop even when the
 /// test fails (panics) before it would have set it.
@@ -135,7 +106,7 @@ fn a_peer_that_never_reads_is_pushed_back_and_costs_the_server_little_memory() {
     const PING: usize = 64;
     const PINGS_HELD_BACK: usize = 50;
     let (mut server, addr) =
-        start(server_command().args(["-l", "127.0.0.1:0", "--max-buffer", "64K"]));
+        start_server(server_command().args(["-l", "127.0.0.1:0", "--max-buffer", "64K"]));
     let pid = server.pid();
 
     // One round trip before the baseline, so the server's one-time costs
@@ -257,7 +228,7 @@ fn a_peer_that_never_reads_is_pushed_back_and_costs_the_server_little_memory() {
     assert!(closed_by_peer(&flood), "no EOF after the read-back");
     drop(pinger);
 
-    let (status, _, last) = stop(server);
+    let (status, _, last) = stop_server(server);
     assert_eq!(status.code(), Some(0), "{last}");
     let total = (7 + (pinged + PINGS_HELD_BACK) * PING + written) as u64;
     assert_eq!(count(&last, "bytes_in"), total, "{last}");
@@ -469,7 +440,7 @@ fn out_of_descriptors_the_server_pauses_accepting_without_spinning_and_resumes_a
     let mut command = server_command();
     command.args(["-l", "127.0.0.1:0"]);
     limit_descriptors(&mut command, LIMIT, Some((devnull.as_raw_fd(), 3..48)));
-    let (mut server, addr) = start(&mut command);
+    let (mut server, addr) = start_server(&mut command);
     drop(devnull);
     let budget = logged_budget(&mut server, LIMIT);
     let pid = server.pid();
@@ -566,7 +537,7 @@ fn out_of_descriptors_the_server_pauses_accepting_without_spinning_and_resumes_a
     clients.clear();
     round_trip(&connect(addr), b"after the crowd").expect("a new client after the crowd");
 
-    let (status, lines, last) = stop(server);
+    let (status, lines, last) = stop_server(server);
     assert_eq!(status.code(), Some(0), "{last}");
     let warnings = lines
         .iter()
@@ -598,7 +569,7 @@ fn a_lowered_open_file_limit_caps_connections_and_refuses_the_rest() {
     let mut command = server_command();
     command.args(["-l", "127.0.0.1:0"]);
     limit_descriptors(&mut command, LIMIT, None);
-    let (mut server, addr) = start(&mut command);
+    let (mut server, addr) = start_server(&mut command);
     let budget = logged_budget(&mut server, LIMIT);
     assert!(budget > 0 && budget < LIMIT as usize, "budget {budget}");
 
@@ -625,7 +596,7 @@ fn a_lowered_open_file_limit_caps_connections_and_refuses_the_rest() {
     assert!(fds_below(server.pid(), LIMIT) < LIMIT as usize);
     drop(served);
 
-    let (status, lines, last) = stop(server);
+    let (status, lines, last) = stop_server(server);
     assert_eq!(status.code(), Some(0), "{last}");
     assert_eq!(count(&last, "rejected"), EXTRA as u64, "{last}");
     assert_eq!(count(&last, "accept_errors"), 0, "{last}");
@@ -666,7 +637,7 @@ fn leave(client: &TcpStream) {
 #[test]
 fn past_max_connections_a_new_connection_is_closed_at_once_and_a_freed_slot_is_used_again() {
     let (server, addr) =
-        start(server_command().args(["-l", "127.0.0.1:0", "--max-connections", "5"]));
+        start_server(server_command().args(["-l", "127.0.0.1:0", "--max-connections", "5"]));
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let clients: Vec<TcpStream> = (0..5)
         .map(|i| {
@@ -686,7 +657,7 @@ fn past_max_connections_a_new_connection_is_closed_at_once_and_a_freed_slot_is_u
     drop(clients);
     drop(newcomer);
 
-    let (status, lines, last) = stop(server);
+    let (status, lines, last) = stop_server(server);
     assert_eq!(status.code(), Some(0), "{last}");
     assert_eq!(count(&last, "connections"), 6, "{last}");
     assert_eq!(count(&last, "closed"), 6, "{last}");
@@ -704,7 +675,7 @@ fn past_max_connections_a_new_connection_is_closed_at_once_and_a_freed_slot_is_u
 #[test]
 fn past_max_connections_per_ip_one_address_is_refused_while_another_is_served() {
     let (server, addr) =
-        start(server_command().args(["-l", "127.0.0.1:0", "--max-connections-per-ip", "2"]));
+        start_server(server_command().args(["-l", "127.0.0.1:0", "--max-connections-per-ip", "2"]));
     let one = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
     let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let served = |source: IpAddr, what: &str| {
@@ -725,7 +696,7 @@ fn past_max_connections_per_ip_one_address_is_refused_while_another_is_served() 
     let e = served(one, "127.0.0.1 again, after one left");
     drop((a, b, c, d, e));
 
-    let (status, _, last) = stop(server);
+    let (status, _, last) = stop_server(server);
     assert_eq!(status.code(), Some(0), "{last}");
     assert_eq!(count(&last, "connections"), 5, "{last}");
     assert_eq!(count(&last, "rejected"), 2, "{last}");
@@ -976,7 +947,7 @@ fn ten_thousand_concurrent_connections_each_echo_and_cost_little_memory() {
     );
     let started = Instant::now();
     let (server, addr) =
-        start(server_command().args(["-l", "127.0.0.1:0", "--max-connections", "10000"]));
+        start_server(server_command().args(["-l", "127.0.0.1:0", "--max-connections", "10000"]));
     let pid = server.pid();
     let idle_fds = open_fds(pid);
     let warm_up = connect(addr);
@@ -1020,7 +991,7 @@ fn ten_thousand_concurrent_connections_each_echo_and_cost_little_memory() {
     );
 
     // Stopped with every connection open: the server closes them all.
-    let (status, _, last) = stop(server);
+    let (status, _, last) = stop_server(server);
     drop(clients);
     eprintln!("scale: done in {:?}", started.elapsed());
     assert_eq!(status.code(), Some(0), "{last}");
@@ -1202,7 +1173,7 @@ fn soak_mixed_clients_get_every_byte_and_leave_memory_where_it_was() {
     const WORKERS: u64 = 4;
     const IDLE: usize = 100;
     let duration = soak_duration();
-    let (server, addr) = start(server_command().args(["-l", "127.0.0.1:0"]));
+    let (server, addr) = start_server(server_command().args(["-l", "127.0.0.1:0"]));
     let pid = server.pid();
     let idle_fds = open_fds(pid);
     let warm_up = connect(addr);
@@ -1274,7 +1245,7 @@ fn soak_mixed_clients_get_every_byte_and_leave_memory_where_it_was() {
         (rss_after as i64 - rss_before as i64) / 1024,
     );
 
-    let (status, _, last) = stop(server);
+    let (status, _, last) = stop_server(server);
     assert_eq!(status.code(), Some(0), "{last}");
     let early = count(&last, "reset_early");
     assert_eq!(count(&last, "connections") + early, made, "{last}");

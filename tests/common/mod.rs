@@ -289,3 +289,54 @@ pub(crate) fn closed_by_peer(mut stream: &TcpStream) -> bool {
         };
     }
 }
+
+/// Starts the server binary as `command` describes and returns it with the
+/// first TCP address it logged.
+pub(crate) fn start_server(command: &mut Command) -> (EchoServer, SocketAddr) {
+    let mut server = EchoServer::spawn(command);
+    let addr = server.listening(1)[0];
+    (server, addr)
+}
+
+/// Stops the server binary with SIGTERM and returns its exit status, every
+/// line it logged, and its `stopped: ...` line.
+pub(crate) fn stop_server(server: EchoServer) -> (ExitStatus, Vec<String>, String) {
+    server.signal(libc::SIGTERM);
+    let (status, lines) = server.finish();
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("stopped: "))
+        .cloned()
+        .unwrap_or_else(|| panic!("no `stopped:` line: {lines:#?}"));
+    (status, lines, last)
+}
+
+/// Asks the running server binary for its counters (SIGUSR1) and returns
+/// the `stats:` line it logs.
+pub(crate) fn live_stats(server: &mut EchoServer) -> String {
+    server.signal(libc::SIGUSR1);
+    server.line_containing("stats: ")
+}
+
+/// Makes `command`'s process start with `resource` (an `RLIMIT_*`) limited
+/// to `value`, soft and hard alike, so that it cannot raise it.
+pub(crate) fn limit_resource(command: &mut Command, resource: libc::c_int, value: u64) {
+    use std::os::unix::process::CommandExt;
+    let hook = move || -> io::Result<()> {
+        let limit = libc::rlimit {
+            rlim_cur: value as libc::rlim_t,
+            rlim_max: value as libc::rlim_t,
+        };
+        // SAFETY: setrlimit reads one rlimit through a valid pointer.
+        if unsafe { libc::setrlimit(resource as _, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs between fork and exec and makes one system call;
+    // it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(hook);
+    }
+}
