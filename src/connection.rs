@@ -527,27 +527,20 @@ impl<S: Stream> Connection<S> {
             && self.pending.is_empty()
             && !buffer::any_budget_full();
         if simple {
+            // The general pass's first step, through the same primitives. A
+            // short read has emptied the receive queue; a partial write
+            // left bytes owed and the writable event to come (which reports
+            // the socket readable too if more is waiting). Either way the
+            // pass is over after one read and one write; only a full read
+            // that went straight back goes on to the general pass.
             match self.stream.read(buf) {
-                Ok(0) => {
-                    log::trace!("{}: read EOF", self.peer);
-                    self.set_state(State::Draining);
-                }
+                Ok(0) => self.peer_closed(),
                 Ok(n) => {
                     self.last_active = wake.now;
-                    let bytes = &buf[..n];
-                    match self.stream.write(bytes) {
-                        Ok(sent) if sent == n => {
-                            self.bytes_out += n as u64;
-                            log::trace!("{}: read {n}, wrote {n}", self.peer);
-                            if n < buf.len() {
-                                return Next::Wait;
-                            }
-                        }
-                        sent => {
-                            if let Err(e) = self.keep_unsent(bytes, sent, limits) {
-                                return self.abort(Reason::Error(e));
-                            }
-                        }
+                    match self.write_back(&buf[..n], limits) {
+                        Ok(true) if n == buf.len() => {}
+                        Ok(_) => return Next::Wait,
+                        Err(e) => return self.abort(Reason::Error(e)),
                     }
                 }
                 // A spurious event: nothing arrived after all.
@@ -617,12 +610,8 @@ impl<S: Stream> Connection<S> {
                 return Next::Again;
             }
             let n = match self.stream.read(&mut buf[..room]) {
-                // Zero bytes is the peer's FIN: it will send nothing more but
-                // still reads. It is owed every byte it sent, so this is a
-                // half-close, not a reason to close.
                 Ok(0) => {
-                    log::trace!("{}: read EOF", self.peer);
-                    self.set_state(State::Draining);
+                    self.peer_closed();
                     break;
                 }
                 Ok(n) => n,
@@ -729,15 +718,7 @@ impl<S: Stream> Connection<S> {
     #[inline]
     fn echo(&mut self, bytes: &[u8], limits: &Limits) -> io::Result<()> {
         if !self.wants_write() {
-            let sent = self.stream.write(bytes);
-            if let Ok(n) = sent {
-                if n == bytes.len() {
-                    self.bytes_out += n as u64;
-                    log::trace!("{}: read {}, wrote {}", self.peer, n, n);
-                    return Ok(());
-                }
-            }
-            return self.keep_unsent(bytes, sent, limits);
+            return self.write_back(bytes, limits).map(|_| ());
         }
         // Earlier bytes are still queued, so the send buffer is full: these
         // go behind them, in order.
@@ -750,6 +731,30 @@ impl<S: Stream> Connection<S> {
             self.owed()
         );
         Ok(())
+    }
+
+    /// Writes `bytes` back at once, nothing being owed, and keeps what the
+    /// kernel refuses: `true` if it took them all. The one write of a fresh
+    /// echo, for the fast path and the general pass alike.
+    #[inline(always)]
+    fn write_back(&mut self, bytes: &[u8], limits: &Limits) -> io::Result<bool> {
+        let sent = self.stream.write(bytes);
+        if let Ok(n) = sent {
+            if n == bytes.len() {
+                self.bytes_out += n as u64;
+                log::trace!("{}: read {}, wrote {}", self.peer, n, n);
+                return Ok(true);
+            }
+        }
+        self.keep_unsent(bytes, sent, limits).map(|()| false)
+    }
+
+    /// The peer's FIN: zero bytes from `read`. It will send nothing more but
+    /// still reads, and it is owed every byte it sent, so this is a
+    /// half-close, not a reason to close.
+    fn peer_closed(&mut self) {
+        log::trace!("{}: read EOF", self.peer);
+        self.set_state(State::Draining);
     }
 
     /// The rest of [`Connection::echo`] when the kernel did not take every
@@ -800,6 +805,7 @@ mod tests {
         output: Vec<u8>,
         room: usize,
         reads: usize,
+        writes: usize,
         /// Bytes the "kernel" could not send the peer yet (SIOCOUTQNSD).
         queued: usize,
     }
@@ -827,6 +833,7 @@ mod tests {
 
     impl Write for Fake {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
             if self.room == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
@@ -1118,6 +1125,20 @@ mod tests {
             c.stream.room = 1000;
             on_event(&mut c, Wake::flush(0));
             assert_eq!(c.stream.output, b"0123456789");
+        }
+
+        /// A full read whose write is partial hands over to the writable
+        /// event with no further system call: one read and one write, where
+        /// falling into the general pass made a second of each.
+        #[test]
+        fn a_partial_write_hands_over_with_no_extra_call() {
+            let data: Vec<u8> = (0..16).collect();
+            let mut c = conn(&data, 5);
+            assert!(matches!(on_event(&mut c, READABLE), Next::Wait));
+            assert_eq!(c.stream.reads, 1, "no second read");
+            assert_eq!(c.stream.writes, 1, "no second write");
+            assert_eq!(c.owed(), 11);
+            assert_eq!(c.stream.output, &data[..5]);
         }
 
         /// EOF on the fast path still drains and closes cleanly.
