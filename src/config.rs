@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::error::StartError;
 use crate::limits::Bound;
+use crate::service::ServiceAddr;
 use crate::systemd::Inherited;
 
 /// The address `echo-server` serves when `--listen` is not given (defined
@@ -41,13 +42,12 @@ const LONGEST: Duration = Duration::from_secs(24 * 86_400);
 pub struct Config {
     /// TCP addresses to listen on. Port 0 picks a free port.
     pub listen: Vec<SocketAddr>,
-    /// TCP addresses to serve discard on (RFC 863: read and drop until
-    /// the client closes).
-    pub discard: Vec<SocketAddr>,
-    /// TCP addresses to serve chargen on (RFC 864: a rotating pattern of
-    /// lines, as fast as the client reads). TCP only: over UDP it is an
-    /// amplifier.
-    pub chargen: Vec<SocketAddr>,
+    /// TCP addresses of the sibling services, each with what it serves:
+    /// [`crate::Service::Discard`] (RFC 863: read and drop until the client
+    /// closes), [`crate::Service::Chargen`] (RFC 864: a rotating pattern of lines,
+    /// as fast as the client reads; TCP only, since over UDP it is an
+    /// amplifier). Echo's own addresses are `listen`.
+    pub services: Vec<ServiceAddr>,
     /// UDP addresses to serve (RFC 862's datagram echo). Port 0 picks one.
     pub udp: Vec<SocketAddr>,
     /// Sockets handed over by a service manager (socket activation),
@@ -116,8 +116,7 @@ impl Default for Config {
         Config {
             listen: vec![DEFAULT_ADDR.parse().expect("the default address parses")],
             udp: Vec::new(),
-            discard: Vec::new(),
-            chargen: Vec::new(),
+            services: Vec::new(),
             inherited: Vec::new(),
             v6_only: true,
             threads: 1,
@@ -142,11 +141,7 @@ impl Default for Config {
 impl Config {
     /// How many listening sockets the configuration names.
     pub(crate) fn socket_count(&self) -> usize {
-        self.listen.len()
-            + self.discard.len()
-            + self.chargen.len()
-            + self.udp.len()
-            + self.inherited.len()
+        self.listen.len() + self.services.len() + self.udp.len() + self.inherited.len()
     }
 
     /// The most connections the server may hold with `fd_limit` open

@@ -58,12 +58,10 @@ pub(crate) enum State {
     /// The server is stopping: no new echoes; write out what is owed, then
     /// send FIN.
     Stopping,
-    /// A discard connection (RFC 863): the peer may still send; what it
-    /// sends is read and dropped.
-    Discarding,
-    /// A chargen connection (RFC 864): we send the pattern as fast as the
-    /// peer reads; what it sends is read and dropped.
-    Generating,
+    /// The connection speaks another service than echo (discard, chargen:
+    /// `src/service/`), and the peer may still send: that service's pass
+    /// drives it.
+    Serving,
     /// Our FIN is sent: discard what the peer still sends until its FIN.
     Lingering,
     /// Done; waiting for the server to drop it at the end of the turn.
@@ -77,10 +75,7 @@ impl State {
         use State::*;
         matches!(
             (from, to),
-            (Open, Draining | Stopping)
-                | (Discarding | Generating, Stopping)
-                | (Stopping, Lingering)
-                | (_, Closed)
+            (Open, Draining | Stopping) | (Serving, Stopping) | (Stopping, Lingering) | (_, Closed)
         ) && from != Closed
     }
 }
@@ -91,8 +86,7 @@ impl fmt::Display for State {
             State::Open => "Open",
             State::Draining => "Draining",
             State::Stopping => "Stopping",
-            State::Discarding => "Discarding",
-            State::Generating => "Generating",
+            State::Serving => "Serving",
             State::Lingering => "Lingering",
             State::Closed => "Closed",
         })
@@ -335,8 +329,7 @@ impl<S: Stream> Connection<S> {
             stream,
             state: match speaks {
                 Service::Echo => State::Open,
-                Service::Discard => State::Discarding,
-                Service::Chargen => State::Generating,
+                _ => State::Serving,
             },
             pending: Pending::new(),
             peer,
@@ -431,10 +424,7 @@ impl<S: Stream> Connection<S> {
     /// Stops reading (the server is shutting down) and finishes what is owed:
     /// a connection that owes nothing closes at once.
     pub(crate) fn stop(&mut self, buf: &mut [u8], now: Tick, limits: &Limits) -> Next {
-        if matches!(
-            self.state,
-            State::Open | State::Discarding | State::Generating
-        ) {
+        if matches!(self.state, State::Open | State::Serving) {
             self.set_state(State::Stopping);
         }
         self.drive(buf, Wake::flush(now), limits)
@@ -563,9 +553,8 @@ impl<S: Stream> Connection<S> {
         match self.state {
             // Closed earlier in this turn: the event is stale.
             State::Closed => return Next::Wait,
-            // The other services' passes (src/service/).
-            State::Discarding => return service::discard::pass(self, buf, wake, limits),
-            State::Generating => return service::chargen::pass(self, buf, wake, limits),
+            // Another service than echo: its own pass (src/service/).
+            State::Serving => return service::pass(self, buf, wake, limits),
             _ => {}
         }
         self.starved = false;

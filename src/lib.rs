@@ -225,7 +225,7 @@ mod udp;
 pub use config::Config;
 pub use error::StartError;
 pub use server::{Handle, Running, Server};
-pub use service::Service;
+pub use service::{Service, ServiceAddr};
 pub use stats::Summary;
 pub use udp::UdpCounts;
 

@@ -19,8 +19,7 @@ const KIB: usize = 1024;
 fn services() -> mio_echo::Running {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     server_with(Config {
-        discard: vec![loopback],
-        chargen: vec![loopback],
+        services: vec![(Service::Discard, loopback), (Service::Chargen, loopback)],
         ..Config::loopback()
     })
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use mio_echo::config::{DEFAULT_RATE, DEFAULT_RATE_PER_SOURCE, MAX_RATE};
 use mio_echo::group::Group;
-use mio_echo::{logging, systemd, Config};
+use mio_echo::{logging, systemd, Config, Service};
 use mio_echo_cli::usage_error;
 use mio_echo_net::{describe, parse_socket_addr, raise_fd_limit, DEFAULT_ADDR};
 
@@ -229,8 +229,9 @@ fn main() -> ExitCode {
     let config = Config {
         listen,
         udp: args.udp,
-        discard: args.discard,
-        chargen: args.chargen,
+        services: (args.discard.iter().map(|&a| (Service::Discard, a)))
+            .chain(args.chargen.iter().map(|&a| (Service::Chargen, a)))
+            .collect(),
         inherited,
         v6_only: !args.dual_stack,
         threads: usize::from(args.threads),

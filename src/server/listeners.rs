@@ -95,18 +95,13 @@ pub(crate) fn open_sockets(config: &Config, reuse_port: bool) -> Result<Vec<List
     for &inherited in &config.inherited {
         sockets.push(adopt(inherited, options)?);
     }
-    for (addrs, service) in [
-        (&config.listen, Service::Echo),
-        (&config.discard, Service::Discard),
-        (&config.chargen, Service::Chargen),
-    ] {
-        for &addr in addrs {
-            let socket = net::bind_tcp(addr, options)
-                .map_err(|source| StartError::Listen { addr, source })?;
-            let mut l = listener(Socket::Tcp(socket), addr, false)?;
-            l.service = service;
-            sockets.push(l);
-        }
+    let echo = config.listen.iter().map(|&addr| (Service::Echo, addr));
+    for (service, addr) in echo.chain(config.services.iter().copied()) {
+        let socket =
+            net::bind_tcp(addr, options).map_err(|source| StartError::Listen { addr, source })?;
+        let mut l = listener(Socket::Tcp(socket), addr, false)?;
+        l.service = service;
+        sockets.push(l);
     }
     for &addr in &config.udp {
         let socket =
@@ -240,10 +235,17 @@ impl Server {
                 !l.inherited && matches!(l.socket, Socket::Udp(_)) == udp && l.service == service
             })
         };
+        let services = self
+            .sockets
+            .iter()
+            .filter(|l| {
+                !l.inherited && matches!(l.socket, Socket::Tcp(_)) && l.service != Service::Echo
+            })
+            .map(|l| (l.service, l.addr))
+            .collect();
         Config {
             listen: own(false, Service::Echo),
-            discard: own(false, Service::Discard),
-            chargen: own(false, Service::Chargen),
+            services,
             udp: own(true, Service::Echo),
             ..config.clone()
         }

@@ -6,17 +6,16 @@
 //! keepalive, the memory budget, the drain at shutdown) is the same for
 //! every service and stays in `src/connection.rs`. What it *speaks* is a
 //! pass of its own: echo's is the read-echo-write cycle in
-//! `src/connection.rs`; each other service is one file here. A discard or
-//! chargen connection starts in a state of its own (`Discarding`,
-//! `Generating`), never in echo's `Open`, so the echo fast path, which
-//! checks `Open` anyway, pays nothing for them: the general pass sends
-//! them here.
+//! `src/connection.rs`; each other service is one file here. A connection
+//! of another service starts in the state `Serving`, never in echo's
+//! `Open`, so the echo fast path, which checks `Open` anyway, pays nothing
+//! for them: the general pass sends them to [`pass`], which picks the
+//! service's own.
 //!
-//! Adding a service: a file here with its pass; a variant and a name
-//! below; the state it starts in and the arm of `Connection::drive` that
-//! sends that state here (`src/connection.rs`); its addresses in
-//! [`crate::Config`], their binding (`src/server/listeners.rs`) and the
-//! binary's flag.
+//! Adding a service: a file here with its pass, and here its variant, its
+//! name and its arm in [`pass`]; then the binary's flag, which adds its
+//! addresses to [`crate::Config::services`]. Nothing else changes: every
+//! limit, the drain and the counters apply as they are.
 //!
 //! Only TCP: chargen over UDP answers one small forged datagram with a
 //! large one and is the classic amplifier of CERT CA-1996-01, so it is not
@@ -28,6 +27,28 @@ pub(crate) mod chargen;
 pub(crate) mod discard;
 
 use std::fmt;
+use std::net::SocketAddr;
+
+use crate::connection::{Connection, Limits, Next, Stream, Wake};
+
+/// One pass of a connection that speaks `c.speaks()` (not echo, whose
+/// pass is `Connection::drive` itself).
+pub(crate) fn pass<S: Stream>(
+    c: &mut Connection<S>,
+    buf: &mut [u8],
+    wake: Wake,
+    limits: &Limits,
+) -> Next {
+    match c.speaks() {
+        Service::Discard => discard::pass(c, buf, wake, limits),
+        Service::Chargen => chargen::pass(c, buf, wake, limits),
+        // An echo connection is never `Serving`.
+        Service::Echo => Next::Wait,
+    }
+}
+
+/// A TCP address and the service it serves, for [`crate::Config::services`].
+pub type ServiceAddr = (Service, SocketAddr);
 
 /// The protocol a TCP listener's connections speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
