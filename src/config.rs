@@ -174,6 +174,12 @@ impl Config {
     /// message for the operator if not.
     pub fn validate(&self) -> Result<(), StartError> {
         let bad = |what: String| Err(StartError::Config(what));
+        if self.socket_count() > crate::server::MAX_SOCKETS {
+            return bad(format!(
+                "at most {} listening sockets",
+                crate::server::MAX_SOCKETS
+            ));
+        }
         if self.max_buffer == 0 || self.max_buffer > MAX_BYTES {
             return bad("--max-buffer must be between 1 byte and 1T".into());
         }

@@ -1,7 +1,9 @@
 //! One client connection: its state machine and its read-echo-write cycle.
 //!
-//! A connection is in one of five states, named after what is true of the
-//! socket:
+//! An echo connection is in one of five states, named after what is true
+//! of the socket; a connection of another service (discard, chargen)
+//! starts in a sixth, `Serving`, and leaves it for `Stopping` or `Closed`
+//! like `Open` does:
 //!
 //! ```text
 //!          read 0 bytes (peer's FIN)
@@ -20,6 +22,8 @@
 //!
 //! * `Open`: the peer may still send. We read, echo, and queue what the
 //!   kernel would not take.
+//! * `Serving`: the connection speaks another service (`src/service/`),
+//!   whose pass drives it; at the peer's FIN it sends its own and closes.
 //! * `Draining`: the peer sent FIN and will send no more, but we still owe
 //!   bytes. We write them out, then send our own FIN and close.
 //! * `Stopping`: the server is shutting down. We echo nothing new, write out
@@ -682,6 +686,10 @@ impl<S: Stream> Connection<S> {
                     return Next::Close(Reason::Stopped);
                 }
                 Ok(n) => {
+                    if self.speaks == Service::Discard {
+                        // Still discard's bytes: counted as its others were.
+                        self.count_moved(n);
+                    }
                     discarded += n;
                     if discarded >= limits.budget {
                         return Next::Again;
@@ -1007,7 +1015,7 @@ mod tests {
     #[test]
     fn only_the_diagrams_transitions_are_legal() {
         use State::*;
-        let all = [Open, Draining, Stopping, Lingering, Closed];
+        let all = [Open, Serving, Draining, Stopping, Lingering, Closed];
         let legal: Vec<(State, State)> = all
             .iter()
             .flat_map(|&a| all.iter().map(move |&b| (a, b)))
@@ -1019,12 +1027,40 @@ mod tests {
                 (Open, Draining),
                 (Open, Stopping),
                 (Open, Closed),
+                (Serving, Stopping),
+                (Serving, Closed),
                 (Draining, Closed),
                 (Stopping, Lingering),
                 (Stopping, Closed),
                 (Lingering, Closed),
             ]
         );
+    }
+
+    /// Discard's bytes read while a stop lingers for the peer's FIN are
+    /// counted as discarded, like those before it.
+    #[test]
+    fn discard_counts_what_it_reads_while_lingering() {
+        let fake = Fake {
+            input: b"before".iter().copied().collect(),
+            room: 1000,
+            ..Fake::default()
+        };
+        let mut c = Connection::new(fake, "127.0.0.1:1".parse().unwrap(), 1, 0, Service::Discard);
+        let mut buf = [0u8; 16];
+        c.drive(&mut buf, Wake::again(0), &limits());
+        assert_eq!(c.bytes_out(), 6);
+        // The stop: FIN sent, Lingering, reading what the peer still
+        // sends; then its FIN.
+        c.stream.input.extend(b"during the stop");
+        c.stop(&mut buf, 0, &limits());
+        assert_eq!(c.state(), State::Lingering);
+        c.stream.eof = true;
+        assert!(matches!(
+            c.drive(&mut buf, Wake::again(0), &limits()),
+            Next::Close(Reason::Stopped)
+        ));
+        assert_eq!(c.bytes_out(), 6 + 15, "every byte read was counted");
     }
 
     mod memory {

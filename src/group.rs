@@ -59,11 +59,15 @@ impl Group {
             rest.handle_signals = false;
             presize_fd_table();
             for index in 1..n {
-                let sockets = if config.reuse_port {
+                let mut sockets = if config.reuse_port {
                     server::open_sockets(&rest, true)?
                 } else {
                     servers[0].share_sockets()?
                 };
+                // A UDP socket that several loops would share is served by
+                // the first alone: each loop keeps its own rate buckets, so
+                // sharing would multiply every source's limit by the loops.
+                sockets.retain(|l| !l.is_shared_udp(config.reuse_port));
                 servers.push(Server::new(&rest, sockets, Arc::clone(&shared), index)?);
             }
         }

@@ -88,7 +88,7 @@
 //! In `src/connection.rs`, every transition goes through
 //! `Connection::set_state`, which logs `from => to` at trace level, and
 //! `State` says what each state means. Accepting is `accept` and `admit`
-//! in `src/server/mod.rs`; `Open` and `Draining` are driven by
+//! in `src/server/accept.rs`; `Open` and `Draining` are driven by
 //! `Connection::on_event` and `Connection::drive`; `Closed` connections
 //! are swept by the loop's `end_turn`. What a connection *wants* (to read,
 //! to write) is derived from its state and its buffer

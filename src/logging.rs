@@ -61,6 +61,10 @@ enum Sink {
     /// A pipe or terminal, reopened non-blocking: our own description.
     Reopened(OwnedFd),
     /// A pipe or terminal we could not reopen: ask `poll` before writing.
+    /// The one way left that can still wait, briefly: another writer may
+    /// fill a shared pipe between the `poll` and the `write`, and a
+    /// terminal reports room for any write before it has room for a whole
+    /// line. Reached only when `/proc/self/fd/2` cannot be opened.
     Polled,
     /// A regular file (or a block device): written as it is.
     Plain,

@@ -46,12 +46,14 @@
 //! `overflow`. A drop is therefore counted when the next datagram after it
 //! is read. Elsewhere `overflow` stays 0.
 //!
-//! With `--threads N` each loop keeps its own buckets, and the total rate is
-//! split between the loops. The kernel sends one source address and port to
-//! one loop, so a loop between two servers still costs one burst; a source
-//! sending from many ports may reach every loop. The loops then also share
-//! each socket passed by socket activation, and each counts the drops it
-//! learns of, so there `overflow` may count one drop once per loop.
+//! With `--threads N` a UDP socket that the loops would share (the default,
+//! and every socket passed by socket activation) is served by the first
+//! loop alone, with the whole total rate: each loop keeps its own buckets,
+//! and sharing would multiply every source's limit by the loops. With
+//! `--reuse-port` each loop has UDP sockets of its own, the kernel sends
+//! one source address and port to one loop (a loop between two servers
+//! still costs one burst; a source sending from many ports may reach every
+//! loop), and the total rate is split between the loops.
 //!
 //! A reply goes out from the socket's address. On a host with several
 //! addresses, a socket bound to a wildcard (`0.0.0.0:7`) may answer from a

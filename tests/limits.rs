@@ -692,3 +692,67 @@ fn sigusr1_logs_the_total_of_all_loops() {
     assert_eq!(count(total, "active"), CLIENTS as u64, "{total}");
     assert_eq!(count(&last, "connections"), CLIENTS as u64, "{last}");
 }
+
+/// `--threads 4`: a UDP source's limit is still one burst. The loops would
+/// share the UDP socket, each with buckets of its own; the first alone
+/// serves it, so an echo loop with another server ends after one burst,
+/// not one per loop.
+#[test]
+fn the_udp_rate_per_source_holds_across_threads() {
+    const BURST: u64 = 50;
+    const IN_FLIGHT: usize = 8;
+    let mut server = EchoServer::start(
+        &[
+            "--threads",
+            "4",
+            "-l",
+            "127.0.0.1:0",
+            "-u",
+            "127.0.0.1:0",
+            "--udp-rate-per-source",
+            "50",
+        ],
+        None,
+    );
+    let udp = server
+        .sockets(2)
+        .into_iter()
+        .find(|s| s.udp)
+        .expect("a udp:// listening line")
+        .addr;
+    server.line_containing("4 loops");
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.connect(udp).unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    // Playing another echo server: every reply goes straight back.
+    for _ in 0..IN_FLIGHT {
+        peer.send(b"a forged datagram").unwrap();
+    }
+    let mut replies = 0u64;
+    let mut buf = [0u8; 64];
+    while replies < 100_000 {
+        match peer.recv(&mut buf) {
+            Ok(n) => {
+                replies += 1;
+                peer.send(&buf[..n]).unwrap();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("receive: {e}"),
+        }
+    }
+    let (status, _, last) = stop_server(server);
+    assert!(status.success(), "{status}");
+    eprintln!("udp across 4 loops: {replies} replies; {last}");
+    assert!(
+        replies <= BURST,
+        "one source got {replies} replies from 4 loops, more than its burst of {BURST}"
+    );
+}

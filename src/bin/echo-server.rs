@@ -176,7 +176,9 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
     usize::try_from(n)
         .ok()
         .filter(|&n| n <= mio_echo::config::MAX_BYTES)
-        .ok_or_else(|| "expected a number of bytes from 1 to 1T, such as 65536, 64K or 1M".into())
+        .ok_or_else(|| {
+            "expected a number of bytes from 1 to 1024G, such as 65536, 64K or 1M".into()
+        })
 }
 
 /// Logs to standard error through a writer that never blocks the loop: a
@@ -268,7 +270,13 @@ fn main() -> ExitCode {
     }
     match group.run() {
         Ok(summary) => {
+            let dropped = logging::dropped();
             log::info!("stopped: {summary}");
+            if logging::dropped() > dropped {
+                // The log could not take the summary; the loop is done, so
+                // waiting for standard error harms no one now.
+                eprintln!("stopped: {summary}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

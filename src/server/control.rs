@@ -137,7 +137,12 @@ impl Server {
         let stats = self.requests.stats.load(Ordering::SeqCst);
         if stats != self.seen.1 {
             self.seen.1 = stats;
-            self.log_stats();
+            if self.followers.is_empty() {
+                self.log_stats();
+            } else {
+                // A group's leader: every loop reports, as on SIGUSR1.
+                self.all_log_stats();
+            }
         }
         // Two requests can arrive before the loop wakes once: act on each.
         let stops = self.requests.stops.load(Ordering::SeqCst);
@@ -162,13 +167,7 @@ impl Server {
         let arrived: Vec<i32> = signals.pending().collect();
         for signal in arrived {
             match signal {
-                SIGHUP | SIGUSR1 => {
-                    self.shared.begin_stats_round();
-                    self.log_stats();
-                    for f in &self.followers {
-                        let _ = f.log_stats();
-                    }
-                }
+                SIGHUP | SIGUSR1 => self.all_log_stats(),
                 SIGINT => self.stop_requested("SIGINT", buf),
                 SIGTERM => self.stop_requested("SIGTERM", buf),
                 SIGUSR2 | SIGALRM => {
@@ -184,6 +183,16 @@ impl Server {
                 }
                 other => log::debug!("signal {other}: not handled; ignored"),
             }
+        }
+    }
+
+    /// Logs this loop's counters and asks every other loop of the group for
+    /// theirs; the last to report logs the total.
+    fn all_log_stats(&mut self) {
+        self.shared.begin_stats_round();
+        self.log_stats();
+        for f in &self.followers {
+            let _ = f.log_stats();
         }
     }
 

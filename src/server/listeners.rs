@@ -46,6 +46,12 @@ impl Listener {
 }
 
 impl Listener {
+    /// Whether this is a UDP socket that every loop would serve from one
+    /// receive queue (shared without `SO_REUSEPORT`, or inherited).
+    pub(crate) fn is_shared_udp(&self, reuse_port: bool) -> bool {
+        matches!(self.socket, Socket::Udp(_)) && (self.inherited || !reuse_port)
+    }
+
     /// A second descriptor for the same socket, for another loop to serve.
     pub(super) fn try_clone(&self) -> Result<Listener, StartError> {
         let wrap = |source| StartError::Listen {

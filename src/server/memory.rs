@@ -47,7 +47,10 @@ impl Server {
         let frees = memory.frees();
         let mut room = if frees != self.frees_seen {
             self.frees_seen = frees;
-            memory.reserve()
+            // What the waiting connections that owe bytes may read: up to
+            // the soft limit (the others wait for their kernel queues, which
+            // the timed retry below covers).
+            memory.room()
         } else {
             0
         };

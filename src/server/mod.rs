@@ -120,7 +120,7 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 /// Listening socket `i` (TCP or UDP) has token `FIRST_SOCKET - i`.
 const FIRST_SOCKET: usize = usize::MAX - 2;
 /// At most this many listening sockets; tokens below their range are keys.
-const MAX_SOCKETS: usize = 1024;
+pub(crate) const MAX_SOCKETS: usize = 1024;
 /// Slab keys, and so connection tokens, stay below this.
 pub(crate) const FIRST_RESERVED: usize = FIRST_SOCKET - MAX_SOCKETS;
 
@@ -251,10 +251,14 @@ impl Server {
         // or hands them out unevenly.
         let max_connections = shared.max_connections();
         // The total UDP rate is the server's: each loop takes its share.
-        let udp_limit = udp::ReplyLimit::new(
-            config.udp_rate_per_source,
-            (config.udp_rate as usize).div_ceil(shared.loops()) as u32,
-        );
+        // With SO_REUSEPORT each loop has UDP sockets of its own and takes
+        // a share of the total; otherwise the first loop alone serves UDP.
+        let udp_rate = if config.reuse_port && shared.loops() > 1 {
+            (config.udp_rate / shared.loops() as u32).max(1)
+        } else {
+            config.udp_rate
+        };
+        let udp_limit = udp::ReplyLimit::new(config.udp_rate_per_source, udp_rate);
         Ok(Server {
             poll,
             sockets,
@@ -337,6 +341,10 @@ impl Server {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
+                // Give back what this loop's connections hold of the whole
+                // server's limits: the other loops of a group go on.
+                self.abort_all();
+                self.end_turn();
                 return Err(e);
             }
 
