@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     closed_by_peer, connect, count, field, has_ipv6_loopback, limit_resource, random_bytes, reset,
-    round_trip, server_command, start_server, stop_server, wait_until, EchoServer, LISTENING,
+    round_trip, server_command, start_server, stop_server, wait_until, EchoServer, SetOnDrop,
+    LISTENING,
 };
 
 /// How long a client waits for an echo, or for a refused connection to be
@@ -47,17 +48,7 @@ fn start(args: &[&str]) -> (EchoServer, SocketAddr) {
 /// The next line of `server`'s log that contains `text`, within
 /// [`LINE_WAIT`]; fails if the log ends or the time runs out first.
 fn line_within(server: &mut EchoServer, text: &str) -> String {
-    let deadline = Instant::now() + LINE_WAIT;
-    loop {
-        match server.next_line(deadline) {
-            Some(line) if line.contains(text) => return line,
-            Some(_) => {}
-            None => panic!(
-                "the log ended before a line with {text:?}: {:#?}",
-                server.seen
-            ),
-        }
-    }
+    server.line_containing_within(text, LINE_WAIT)
 }
 
 /// The lines of `lines` that report a refused connection.
@@ -125,16 +116,6 @@ fn tally(outcomes: &[(TcpStream, Outcome)], what: &str) -> (usize, usize) {
         }
     }
     (echoed, closed)
-}
-
-/// Sets a flag when dropped, so that threads polling it stop even when the
-/// test fails (panics) before it would have set it.
-struct SetOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, SeqCst);
-    }
 }
 
 // ---------------------------------------------------------------------------
