@@ -11,14 +11,14 @@ mod common;
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    check_cyclic, closed_by_peer, connect, count, kernel_socket, live_stats, random_bytes,
-    round_trip, rss, server_command, server_with, start_server, stop_server, wait_until, SetOnDrop,
-    DEADLINE, KIB, MIB,
+    assert_same_bytes, check_cyclic, closed_by_peer, connect, connect_small_window, count,
+    kernel_socket, live_stats, random_bytes, round_trip, rss, server, server_command, server_with,
+    start_server, stop_server, tcp_socket, wait_until, SetOnDrop, DEADLINE, KIB, MIB,
 };
 use mio_echo::Config;
 use rand::rngs::StdRng;
@@ -179,6 +179,61 @@ fn a_peer_that_never_reads_is_pushed_back_and_costs_the_server_little_memory() {
     let total = (7 + (pinged + PINGS_HELD_BACK) * PING + written) as u64;
     assert_eq!(count(&last, "bytes_in"), total, "{last}");
     assert_eq!(count(&last, "bytes"), total, "{last}");
+}
+
+/// A client that reads nothing until its own writes stall, then reads: it
+/// gets every byte back, then EOF. By the stall the server has stopped
+/// reading from it, its buffer full (`max_buffer`); once the client reads,
+/// the server must start reading again by itself, since no new event
+/// announces the bytes it left waiting in its socket.
+#[test]
+fn a_client_that_pauses_reading_until_pushed_back_gets_every_byte() {
+    const SEED: u64 = 0xBAC;
+    let server = server();
+    let addr = server.addr();
+    // Twice what the kernel buffers on both sides and the server's own
+    // held between them on Linux loopback (about 7 MiB), so writes stall.
+    let data = random_bytes(SEED, 16 * MIB);
+    let stream = connect_small_window(addr, 8 * KIB);
+    let me = stream.local_addr().unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let written = AtomicUsize::new(0);
+    let echo = thread::scope(|scope| {
+        let sending = scope.spawn(|| -> io::Result<()> {
+            for chunk in data.chunks(64 * KIB) {
+                writer.write_all(chunk)?;
+                written.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+            writer.shutdown(Shutdown::Write)
+        });
+        // Pushed back: the server leaves bytes unread on its side (its
+        // buffer is full) and the writer has made no progress for 100 ms.
+        // Or the writer is done (or failed), which the checks below report.
+        let (mut last, mut still) = (usize::MAX, 0);
+        let mut theirs = None;
+        wait_until("the server pushes back on the client", || {
+            let now = written.load(Ordering::SeqCst);
+            (still, last) = if now == last {
+                (still + 1, now)
+            } else {
+                (0, now)
+            };
+            let t = tcp_socket(addr, Some(me)).expect("the server's socket");
+            theirs = Some(t);
+            sending.is_finished() || (still >= 20 && t.rx > 0)
+        });
+        assert!(
+            last < data.len(),
+            "setup: no back-pressure; all {last} bytes went out, server side {theirs:?}"
+        );
+        let mut echo = Vec::with_capacity(data.len());
+        let read = common::read_to_eof(&stream, &mut echo, 64 * KIB);
+        let sent = sending.join().expect("writer thread panicked");
+        sent.expect("sending");
+        read.unwrap_or_else(|e| panic!("reading after {} bytes: {e}", echo.len()));
+        echo
+    });
+    assert_same_bytes(&data, &echo, format_args!("seed {SEED:#x}"));
 }
 
 // ---------------------------------------------------------------------------
