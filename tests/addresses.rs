@@ -1,15 +1,20 @@
-//! Addresses the binaries take: IPv6 scope ids by interface name or
-//! number, and IPv4-mapped IPv6 addresses, each served and echoed over
+//! Addresses the binaries take: the IPv6 loopback, IPv4 and IPv6
+//! wildcards on one port, a dual-stack wildcard, IPv6 scope ids by
+//! interface name or number, and IPv4-mapped IPv6 addresses, each served
+//! and echoed over
 //! real sockets on loopback, or inside a network namespace the test makes
 //! and deletes. Every wait has a deadline and every child is killed if a
 //! test fails.
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 
-use common::{connect, count, has_ipv6_loopback, round_trip, server_command, EchoServer};
+use common::{
+    connect, count, field, has_ipv6_loopback, round_trip, server_command, stop, summary, tcp_echo,
+    EchoServer,
+};
 
 /// SIGTERM ends `server`: status 0, and a summary counting `connections`.
 fn stops_with(server: EchoServer, connections: u64) {
@@ -178,4 +183,72 @@ fn a_link_local_address_with_its_interface_is_served() {
     run.assert_success();
     assert_eq!(run.stdout, b"link-local\n");
     stops_with(server, 1);
+}
+
+// --- IPv6 and dual stack ----------------------------------------------------
+
+/// `-l [::1]:0` serves IPv6 and logs `tcp://[::1]:PORT`.
+#[test]
+fn ipv6_loopback_is_served_and_logged_in_brackets() {
+    if !has_ipv6_loopback() {
+        eprintln!("note: no IPv6 loopback on this machine; test skipped");
+        return;
+    }
+    let mut server = EchoServer::start(&["-l", "[::1]:0"], None);
+    let addr = server.listening(1)[0];
+    assert!(addr.is_ipv6() && addr.ip().is_loopback(), "{addr}");
+    let line = format!("listening on tcp://[::1]:{}", addr.port());
+    assert!(
+        server.seen.iter().any(|l| l.contains(&line)),
+        "{:#?}",
+        server.seen
+    );
+    tcp_echo(addr, b"over IPv6\n");
+    let lines = stop(server);
+    assert_eq!(field(summary(&lines), "connections"), Some("1"));
+}
+
+/// `0.0.0.0:P` and `[::]:P` are served at once on the same port (the server
+/// sets `IPV6_V6ONLY` itself, whatever the system default), each by its own
+/// server, each reached over its own family.
+#[test]
+fn ipv4_and_ipv6_wildcards_share_a_port() {
+    if !has_ipv6_loopback() {
+        eprintln!("note: no IPv6 loopback on this machine; test skipped");
+        return;
+    }
+    let mut v4 = EchoServer::start(&["-l", "0.0.0.0:0"], None);
+    let port = v4.listening(1)[0].port();
+    let mut v6 = EchoServer::start(&["-l", &format!("[::]:{port}")], None);
+    let logged = v6.listening(1)[0];
+    assert_eq!(
+        logged,
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+        "{:#?}",
+        v6.seen
+    );
+    tcp_echo(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), b"to IPv4\n");
+    tcp_echo(SocketAddr::from((Ipv6Addr::LOCALHOST, port)), b"to IPv6\n");
+    for (name, server) in [("0.0.0.0", v4), ("[::]", v6)] {
+        let lines = stop(server);
+        assert_eq!(
+            field(summary(&lines), "connections"),
+            Some("1"),
+            "{name}:{port} served exactly its own family's client"
+        );
+    }
+}
+
+/// With `--dual-stack`, `[::]:P` also takes IPv4 clients on 127.0.0.1:P.
+#[test]
+fn dual_stack_wildcard_accepts_ipv4_clients() {
+    if !has_ipv6_loopback() {
+        eprintln!("note: no IPv6 loopback on this machine; test skipped");
+        return;
+    }
+    let mut server = EchoServer::start(&["--dual-stack", "-l", "[::]:0"], None);
+    let port = server.listening(1)[0].port();
+    tcp_echo(SocketAddr::from(([127, 0, 0, 1], port)), b"v4 via v6\n");
+    let lines = stop(server);
+    assert_eq!(field(summary(&lines), "connections"), Some("1"));
 }

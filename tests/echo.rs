@@ -1,38 +1,26 @@
-//! The echo server through the library, running in this process: many
-//! clients at once, clients that leave early or reset, half-closes, and
-//! stops with bytes still owed. Every echoed byte is compared with what was
-//! sent; every random choice comes from a fixed seed that failures print.
-//! Everything runs over loopback and every wait has a deadline.
+//! Byte-exact echo through the library, running in this process: many
+//! clients at once with random data in random chunks, one client after
+//! another, clients that leave early or reset, half-closes, and urgent
+//! data. Every echoed byte is compared with what was sent; every random
+//! choice comes from a fixed seed that failures print. Everything runs over
+//! loopback and every wait has a deadline.
+//!
+//! Stops are pinned in `shutdown.rs`, back-pressure in `backpressure.rs`.
 
 mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use common::{
     assert_same_bytes, connect, connect_small_window, difference, echo_ok, exchange,
-    exchange_reading, random_bytes, random_chunks, server, server_with, tcp_socket, wait_until,
-    ESTABLISHED,
+    exchange_reading, owed_at_least, random_bytes, random_chunks, reset, roomy_server, server,
+    tcp_socket, wait_until, ESTABLISHED, KIB, MIB,
 };
-use mio_echo::Config;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-const KIB: usize = 1024;
-const MIB: usize = 1024 * 1024;
-
-/// Closes `stream` with a reset instead of a FIN: with SO_LINGER set to zero,
-/// `close` discards whatever is queued and sends RST.
-fn reset(stream: TcpStream) {
-    socket2::SockRef::from(&stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(stream);
-}
 
 /// Many clients at once, each with its own payload size and write pattern,
 /// all get their own bytes back exactly, and the totals add up.
@@ -325,95 +313,6 @@ fn resets_mid_stream_do_not_disturb_other_clients() {
     assert_eq!(summary.connections, (STEADY + RESETS + 1) as u64);
 }
 
-/// A client that reads nothing until its own writes stall, then reads: it
-/// gets every byte back, then EOF. By the stall the server has stopped
-/// reading from it, its buffer full (`max_buffer`); once the client reads,
-/// the server must start reading again by itself, since no new event
-/// announces the bytes it left waiting in its socket.
-#[test]
-fn a_client_that_pauses_reading_until_pushed_back_gets_every_byte() {
-    const SEED: u64 = 0xBAC;
-    let server = server();
-    let addr = server.addr();
-    // Twice what the kernel buffers on both sides and the server's own
-    // held between them on Linux loopback (about 7 MiB), so writes stall.
-    let data = random_bytes(SEED, 16 * MIB);
-    let stream = connect_small_window(addr, 8 * KIB);
-    let me = stream.local_addr().unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let written = AtomicUsize::new(0);
-    let echo = thread::scope(|scope| {
-        let sending = scope.spawn(|| -> io::Result<()> {
-            for chunk in data.chunks(64 * KIB) {
-                writer.write_all(chunk)?;
-                written.fetch_add(chunk.len(), Ordering::SeqCst);
-            }
-            writer.shutdown(Shutdown::Write)
-        });
-        // Pushed back: the server leaves bytes unread on its side (its
-        // buffer is full) and the writer has made no progress for 100 ms.
-        // Or the writer is done (or failed), which the checks below report.
-        let (mut last, mut still) = (usize::MAX, 0);
-        let mut theirs = None;
-        wait_until("the server pushes back on the client", || {
-            let now = written.load(Ordering::SeqCst);
-            (still, last) = if now == last {
-                (still + 1, now)
-            } else {
-                (0, now)
-            };
-            let t = tcp_socket(addr, Some(me)).expect("the server's socket");
-            theirs = Some(t);
-            sending.is_finished() || (still >= 20 && t.rx > 0)
-        });
-        assert!(
-            last < data.len(),
-            "setup: no back-pressure; all {last} bytes went out, server side {theirs:?}"
-        );
-        let mut echo = Vec::with_capacity(data.len());
-        let read = common::read_to_eof(&stream, &mut echo, 64 * KIB);
-        let sent = sending.join().expect("writer thread panicked");
-        sent.expect("sending");
-        read.unwrap_or_else(|e| panic!("reading after {} bytes: {e}", echo.len()));
-        echo
-    });
-    assert_same_bytes(&data, &echo, format_args!("seed {SEED:#x}"));
-}
-
-/// A server that reads everything a client sends (its buffer is larger
-/// than any payload here) and never gives up on a drain in a test's time.
-fn roomy_server() -> mio_echo::Running {
-    server_with(Config {
-        max_buffer: 16 * MIB,
-        shutdown_timeout: Duration::from_secs(60),
-        ..Config::loopback()
-    })
-}
-
-/// Waits until the server has read every byte the client `me` sent it:
-/// nothing left in the client's send queue or in the server's receive
-/// queue. Returns the server's side of the connection at that moment.
-fn wait_until_all_read(me: SocketAddr, server: SocketAddr) -> common::KernelSocket {
-    let mut theirs = None;
-    wait_until("the server reads every byte sent", || {
-        let ours = tcp_socket(me, Some(server)).expect("our socket");
-        let t = tcp_socket(server, Some(me)).expect("the server's socket");
-        theirs = Some(t);
-        ours.tx == 0 && t.rx == 0
-    });
-    theirs.unwrap()
-}
-
-/// A lower bound on what the server itself (not the kernel) still owes the
-/// client `me`, which has sent `sent` bytes, all read by the server, and
-/// read none back: the kernel holds at most the client's receive queue and
-/// the server's send queue. Valid once the traffic has settled.
-fn owed_at_least(me: SocketAddr, server: SocketAddr, sent: usize) -> usize {
-    let ours = tcp_socket(me, Some(server)).expect("our socket");
-    let theirs = tcp_socket(server, Some(me)).map_or(0, |t| t.tx);
-    sent.saturating_sub(ours.rx + theirs)
-}
-
 /// A FIN that arrives while the server owes bytes: the server writes them
 /// all before its own FIN.
 #[test]
@@ -452,142 +351,6 @@ fn half_close_while_owed_bytes_gets_them_all_then_eof() {
     );
     let summary = server.stop().unwrap();
     assert_eq!(summary.bytes, data.len() as u64);
-}
-
-/// A stop while the server owes a client bytes it has read: the client
-/// still gets every byte it sent, then EOF, and the stop returns.
-#[test]
-fn stop_drains_owed_bytes_then_sends_eof() {
-    const SEED: u64 = 0x0DE;
-    let server = roomy_server();
-    let addr = server.addr();
-    let data = random_bytes(SEED, 8 * MIB);
-    let mut stream = connect(addr);
-    let me = stream.local_addr().unwrap();
-    // Nothing is read back yet; the server reads it all into its buffer.
-    stream.write_all(&data).unwrap();
-    // "Sent before the stop" means read by the server before the stop.
-    let theirs = wait_until_all_read(me, addr);
-    assert_eq!(theirs.state, ESTABLISHED);
-
-    let handle = server.handle();
-    let stopping = Instant::now();
-    handle.stop().unwrap();
-    // The stop has begun once the listener is closed.
-    wait_until("the server closes its listener", || {
-        tcp_socket(addr, None).is_none()
-    });
-    // Nothing was read back since, so this is also a lower bound on what
-    // the server owed when the stop began.
-    let owed = owed_at_least(me, addr, data.len());
-    assert!(
-        owed > 0,
-        "setup: the kernel took all the echo, nothing owed"
-    );
-
-    let mut echo = Vec::with_capacity(data.len());
-    stream
-        .read_to_end(&mut echo)
-        .unwrap_or_else(|e| panic!("after {} bytes of echo: {e}", echo.len()));
-    assert_same_bytes(
-        &data,
-        &echo,
-        format_args!("{owed}+ bytes owed at the stop, seed {SEED:#x}"),
-    );
-
-    let summary = server.stop().unwrap();
-    assert!(
-        stopping.elapsed() < Duration::from_secs(30),
-        "the stop waited for its timeout instead of the drain: {:?}",
-        stopping.elapsed()
-    );
-    assert_eq!(summary.connections, 1);
-    assert_eq!(summary.bytes, data.len() as u64);
-}
-
-/// A server with no connections stops at once, with zero totals.
-#[test]
-fn stop_with_no_connections_is_prompt_and_counts_nothing() {
-    let server = server_with(Config {
-        shutdown_timeout: Duration::from_secs(60),
-        ..Config::loopback()
-    });
-    let started = Instant::now();
-    let summary = server.stop().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        (
-            summary.connections,
-            summary.closed,
-            summary.bytes,
-            summary.bytes_in
-        ),
-        (0, 0, 0, 0)
-    );
-    assert_eq!(summary.accept_errors, 0);
-}
-
-/// Stopping while a client is still sending: the server echoes nothing new,
-/// sends every byte it owes, then FIN, and reads what the client still sends
-/// until the client closes, so no reset destroys echoed bytes in flight. The
-/// client reads every echoed byte (each one right), then a clean EOF.
-#[test]
-fn stop_while_the_client_still_sends_ends_in_eof_not_a_reset() {
-    let server = server_with(Config {
-        shutdown_timeout: Duration::from_secs(30),
-        ..Config::loopback()
-    });
-    let client = connect(server.addr());
-    let data = common::random_bytes(11, 32 << 20);
-    let mut writer = client.try_clone().unwrap();
-    let sent = data.clone();
-    // Writes until the server stops reading and the kernel buffers are full,
-    // then, after the stop, until the server's FIN has turned its writes
-    // into a broken pipe or all 32 MiB are gone; then closes its side.
-    let feeder = thread::spawn(move || {
-        let mut written = 0;
-        for chunk in sent.chunks(64 * 1024) {
-            if writer.write_all(chunk).is_err() {
-                break;
-            }
-            written += chunk.len();
-        }
-        let _ = writer.shutdown(Shutdown::Write);
-        written
-    });
-    // Wait until the server is pushing back: it owes bytes and has stopped
-    // reading (the kernel table shows bytes queued toward it).
-    let (server_side, client_side) = (server.addr(), client.local_addr().unwrap());
-    // Pushed back: bytes wait unread at the server, and more wait unsent here.
-    common::wait_until("the server to stop reading (pushed back)", || {
-        let at_server = common::kernel_socket(server_side, client_side).is_some_and(|s| s.rx > 0);
-        let here =
-            common::kernel_socket(client_side, server_side).is_some_and(|s| s.tx > 64 * 1024);
-        at_server && here
-    });
-    let stopper = thread::spawn(move || server.stop());
-    let mut back = Vec::new();
-    let mut reader = client;
-    let result = reader.read_to_end(&mut back);
-    assert!(
-        result.is_ok(),
-        "the client got {result:?} after {} echoed bytes: a reset",
-        back.len()
-    );
-    assert!(!back.is_empty(), "nothing came back before the stop");
-    common::assert_same_bytes(
-        &data[..back.len()],
-        &back,
-        "the bytes echoed before the stop",
-    );
-    feeder.join().unwrap();
-    drop(reader);
-    let summary = stopper.join().unwrap().unwrap();
-    assert_eq!(summary.bytes, back.len() as u64, "{summary:?}");
 }
 
 /// TCP urgent data is echoed in place, and the bytes behind it too: a read

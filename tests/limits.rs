@@ -1,6 +1,8 @@
-//! The server's limits are the whole server's: an accept storm of
-//! connections that reset at once locks no client out, the total and
-//! per-address limits hold across every loop of `--threads`, a second
+//! The server's connection limits: past `--max-connections` or
+//! `--max-connections-per-ip` a new connection is closed at once and a
+//! freed slot is used again; and they are the whole server's: an accept
+//! storm of connections that reset at once locks no client out, the total
+//! and per-address limits hold across every loop of `--threads`, a second
 //! server on a taken address fails unless both ask for `--reuse-port`, an
 //! IPv4 client of a dual-stack listener counts as its IPv4 address, a
 //! refusal names the limit in force, and SIGUSR1 adds up every loop.
@@ -25,8 +27,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    closed_by_peer, connect, count, field, has_ipv6_loopback, limit_resource, random_bytes, reset,
-    round_trip, server_command, start_server, stop_server, wait_until, EchoServer, LISTENING,
+    closed_by_peer, connect, connect_from, count, field, has_ipv6_loopback, leave, limit_resource,
+    random_bytes, reset, round_trip, server_command, start_server, stop_server, wait_until,
+    EchoServer, SetOnDrop, LISTENING, REFUSAL_WAIT,
 };
 
 /// How long a client waits for an echo, or for a refused connection to be
@@ -47,17 +50,7 @@ fn start(args: &[&str]) -> (EchoServer, SocketAddr) {
 /// The next line of `server`'s log that contains `text`, within
 /// [`LINE_WAIT`]; fails if the log ends or the time runs out first.
 fn line_within(server: &mut EchoServer, text: &str) -> String {
-    let deadline = Instant::now() + LINE_WAIT;
-    loop {
-        match server.next_line(deadline) {
-            Some(line) if line.contains(text) => return line,
-            Some(_) => {}
-            None => panic!(
-                "the log ended before a line with {text:?}: {:#?}",
-                server.seen
-            ),
-        }
-    }
+    server.line_containing_within(text, LINE_WAIT)
 }
 
 /// The lines of `lines` that report a refused connection.
@@ -127,14 +120,92 @@ fn tally(outcomes: &[(TcpStream, Outcome)], what: &str) -> (usize, usize) {
     (echoed, closed)
 }
 
-/// Sets a flag when dropped, so that threads polling it stop even when the
-/// test fails (panics) before it would have set it.
-struct SetOnDrop<'a>(&'a AtomicBool);
+// ---------------------------------------------------------------------------
+// The total and per-address limits
+// ---------------------------------------------------------------------------
 
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, SeqCst);
+/// Connects from `source` and expects the server to close the connection at
+/// once, unserved.
+fn assert_refused(source: IpAddr, addr: SocketAddr, what: &str) {
+    let client = connect_from(source, addr);
+    client.set_read_timeout(Some(REFUSAL_WAIT)).unwrap();
+    assert!(closed_by_peer(&client), "{what} was not closed at once");
+}
+
+/// With `--max-connections 5`, a sixth connection is closed at once while
+/// the five keep echoing; when one leaves, its slot serves a new client,
+/// and the next one past the limit is closed again. Refusals are counted,
+/// and warned about once.
+///
+/// Without the limit the sixth client would be served, and would wait for
+/// an EOF that never comes; without the slot being freed the new client
+/// would be closed instead of echoed.
+#[test]
+fn past_max_connections_a_new_connection_is_closed_at_once_and_a_freed_slot_is_used_again() {
+    let (server, addr) =
+        start_server(server_command().args(["-l", "127.0.0.1:0", "--max-connections", "5"]));
+    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let clients: Vec<TcpStream> = (0..5)
+        .map(|i| {
+            let client = connect(addr);
+            round_trip(&client, format!("client {i}").as_bytes()).unwrap();
+            client
+        })
+        .collect();
+    assert_refused(local, addr, "the sixth connection");
+    for (i, client) in clients.iter().enumerate() {
+        round_trip(client, format!("client {i} again").as_bytes()).unwrap();
     }
+    leave(&clients[0]);
+    let newcomer = connect(addr);
+    round_trip(&newcomer, b"in the freed slot").expect("a client in the freed slot");
+    assert_refused(local, addr, "a connection past the limit again");
+    drop(clients);
+    drop(newcomer);
+
+    let (status, lines, last) = stop_server(server);
+    assert_eq!(status.code(), Some(0), "{last}");
+    assert_eq!(count(&last, "connections"), 6, "{last}");
+    assert_eq!(count(&last, "closed"), 6, "{last}");
+    assert_eq!(count(&last, "rejected"), 2, "{last}");
+    let warnings = lines.iter().filter(|l| l.contains(": refused: ")).count();
+    assert_eq!(warnings, 1, "refusals are warned about once: {lines:#?}");
+}
+
+/// With `--max-connections-per-ip 2`, a third connection from 127.0.0.1 is
+/// closed at once while 127.0.0.2 is served (twice, then refused too); when
+/// one of 127.0.0.1's connections leaves, it may connect again.
+///
+/// Without the limit the third connection would be served; with a limit
+/// that were global rather than per address, 127.0.0.2 would be refused.
+#[test]
+fn past_max_connections_per_ip_one_address_is_refused_while_another_is_served() {
+    let (server, addr) =
+        start_server(server_command().args(["-l", "127.0.0.1:0", "--max-connections-per-ip", "2"]));
+    let one = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+    let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let served = |source: IpAddr, what: &str| {
+        let client = connect_from(source, addr);
+        round_trip(&client, what.as_bytes()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        client
+    };
+    let a = served(one, "first from 127.0.0.1");
+    let b = served(one, "second from 127.0.0.1");
+    assert_refused(one, addr, "a third connection from 127.0.0.1");
+    let c = served(two, "first from 127.0.0.2");
+    let d = served(two, "second from 127.0.0.2");
+    assert_refused(two, addr, "a third connection from 127.0.0.2");
+    for (client, what) in [(&a, "a"), (&b, "b"), (&c, "c"), (&d, "d")] {
+        round_trip(client, what.as_bytes()).unwrap_or_else(|e| panic!("{what} again: {e}"));
+    }
+    leave(&a);
+    let e = served(one, "127.0.0.1 again, after one left");
+    drop((a, b, c, d, e));
+
+    let (status, _, last) = stop_server(server);
+    assert_eq!(status.code(), Some(0), "{last}");
+    assert_eq!(count(&last, "connections"), 5, "{last}");
+    assert_eq!(count(&last, "rejected"), 2, "{last}");
 }
 
 // ---------------------------------------------------------------------------

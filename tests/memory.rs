@@ -30,15 +30,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_same_bytes, connect, connect_small_window, count, exchange, kernel_socket,
+    assert_same_bytes, check_cyclic, connect, connect_small_window, count, exchange, kernel_socket,
     limit_resource, live_stats, random_bytes, random_chunks, reset, round_trip, rss,
-    server_command, stop_server, tcp_sockets, vm_peak, EchoServer, Guarded, LISTEN,
+    server_command, stop_server, tcp_sockets, vm_peak, EchoServer, Guarded, SetOnDrop, KIB, LISTEN,
+    MIB,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-const KIB: usize = 1024;
-const MIB: usize = 1024 * 1024;
 
 /// The receive buffer a staller asks for before its handshake: the window
 /// it announces stays a few KiB, so the server cannot hand it the echo.
@@ -444,23 +442,6 @@ fn server_sockets(server: SocketAddr) -> HashMap<SocketAddr, (usize, usize)> {
         .collect()
 }
 
-/// Fails (with the offset) unless `got` is what the pattern, repeated end
-/// to end, holds from offset `at` on.
-fn check_cyclic(pattern: &[u8], at: usize, got: &[u8]) -> Result<(), String> {
-    let mut done = 0;
-    while done < got.len() {
-        let p = (at + done) % pattern.len();
-        let n = (got.len() - done).min(pattern.len() - p);
-        if got[done..done + n] != pattern[p..p + n] {
-            return Err(format!(
-                "differs from what was sent, {done} bytes into a read"
-            ));
-        }
-        done += n;
-    }
-    Ok(())
-}
-
 /// How long a client that reads its echo waits for it while stallers hold
 /// the server's memory: long on loopback, and it bounds a test that fails.
 const INNOCENT_WAIT: Duration = Duration::from_secs(5);
@@ -688,16 +669,6 @@ fn resident_memory_returns_after_a_burst_of_slow_readers_leaves() {
 // ---------------------------------------------------------------------------
 // The allocator refuses
 // ---------------------------------------------------------------------------
-
-/// Sets a flag when dropped, so that threads polling it stop even when the
-/// test fails (panics) before it would have set it.
-struct SetOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, SeqCst);
-    }
-}
 
 /// Writes `pattern` over and over on `stream` (blocking, with a short write
 /// timeout) until `stop` is set, the server closes the connection, or

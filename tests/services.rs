@@ -13,8 +13,6 @@ use mio_echo::{Config, Service};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const KIB: usize = 1024;
-
 /// An in-process server with one listener of each TCP service.
 fn services() -> mio_echo::Running {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));

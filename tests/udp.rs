@@ -1,7 +1,13 @@
-//! What a forged UDP source can make the server send: a loop with another
+//! UDP echo and its guards: a datagram of any size comes back whole, from
+//! one socket that `-u` logs with its real port; datagrams from a
+//! privileged port or from the served port get no reply; a UDP flood does
+//! not starve TCP clients, and UDP's budget lets a waiting one in. And what
+//! a forged UDP source can make the server send: a loop with another
 //! echo server ends after one burst, other sources cannot reset or raise a
 //! source's limit, a total rate caps a flood from many sources, and the
 //! datagrams the kernel drops are counted (`SO_RXQ_OVFL`).
+//!
+//! Socket activation of a UDP socket is pinned in `socket_activation.rs`.
 //!
 //! Everything runs over real loopback sockets. All of 127.0.0.0/8 is
 //! loopback on Linux, so one test can be many sources by binding
@@ -10,18 +16,36 @@
 
 mod common;
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{count, process_state, server_with, wait_until, EchoServer, IO_TIMEOUT};
+use common::{
+    connect, count, field, process_state, random_bytes, server_with, stop, summary, udp_client,
+    udp_round_trip, wait_until, EchoServer, IO_TIMEOUT,
+};
 use mio_echo::Config;
+
+/// The largest UDP payload over IPv4.
+const MAX_DATAGRAM: usize = 65_507;
 
 /// How long a quiet socket means "nothing more is coming" on loopback.
 const QUIET: Duration = Duration::from_millis(300);
 
-/// An in-process server with one UDP socket on a free loopback port.
-fn udp_server(rate_per_source: u32, rate: u32) -> mio_echo::Running {
+/// An in-process server on free loopback ports: TCP and UDP.
+fn udp_server() -> mio_echo::Running {
+    server_with(Config {
+        udp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        ..Config::loopback()
+    })
+}
+
+/// An in-process server with one UDP socket on a free loopback port and
+/// the given rates.
+fn udp_server_with_rates(rate_per_source: u32, rate: u32) -> mio_echo::Running {
     server_with(Config {
         udp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
         udp_rate_per_source: rate_per_source,
@@ -110,7 +134,7 @@ fn bucket_bound(rate: u32, elapsed: Duration) -> u64 {
 #[test]
 fn a_loop_with_another_echo_server_ends_after_one_burst() {
     const BURST: u32 = 20;
-    let server = udp_server(BURST, 1_000_000);
+    let server = udp_server_with_rates(BURST, 1_000_000);
     let target = server.udp_addrs()[0];
     let peer = socket_on(Ipv4Addr::LOCALHOST, QUIET);
     peer.connect(target).unwrap();
@@ -161,7 +185,7 @@ fn other_sources_cannot_reset_or_raise_a_sources_limit() {
     const OTHERS: u32 = 20_000;
     /// One datagram from the victim after every this many others.
     const EVERY: u32 = 20;
-    let server = udp_server(RATE, 10_000_000);
+    let server = udp_server_with_rates(RATE, 10_000_000);
     let target = server.udp_addrs()[0];
     let victim = socket_on(Ipv4Addr::LOCALHOST, QUIET);
     victim.connect(target).unwrap();
@@ -218,7 +242,7 @@ fn other_sources_cannot_reset_or_raise_a_sources_limit() {
 fn a_flood_from_many_sources_is_capped_by_the_total_rate() {
     const RATE: u32 = 200;
     const SOURCES: u32 = 2_000;
-    let server = udp_server(1_000, RATE);
+    let server = udp_server_with_rates(1_000, RATE);
     let target = server.udp_addrs()[0];
     let sources: Vec<UdpSocket> = (0..SOURCES)
         .map(|n| socket_on(other_source(n), QUIET))
@@ -315,4 +339,314 @@ fn datagrams_dropped_by_a_full_receive_queue_are_counted() {
         SENT + tries,
         "every datagram sent is counted once: {summary}"
     );
+}
+
+// --- Echo and its guards, in process ---------------------------------------
+
+/// Datagrams of 0, 1, 1000 and 65,507 bytes each come back as one datagram
+/// with the same bytes, and nothing else comes back.
+#[test]
+fn udp_datagrams_of_every_size_come_back_whole() {
+    let server = udp_server();
+    let client = udp_client(server.udp_addrs()[0]);
+    let sizes = [0, 1, 1000, MAX_DATAGRAM];
+    for (seed, size) in sizes.into_iter().enumerate() {
+        let data = random_bytes(seed as u64, size);
+        let reply = udp_round_trip(&client, &data);
+        common::assert_same_bytes(&data, &reply, format_args!("a {size}-byte datagram"));
+    }
+    let udp = server.stop().unwrap().udp;
+    // The server has stopped, and loopback delivers at once: any stray
+    // reply would be waiting in our queue now.
+    client.set_nonblocking(true).unwrap();
+    let stray = client.recv(&mut [0u8; 16]);
+    assert_eq!(
+        stray.map_err(|e| e.kind()),
+        Err(io::ErrorKind::WouldBlock),
+        "a datagram beyond the replies"
+    );
+    assert_eq!(udp.echoed, sizes.len() as u64, "{udp:?}");
+    assert_eq!(udp.bytes, sizes.iter().sum::<usize>() as u64, "{udp:?}");
+    assert_eq!((udp.dropped, udp.refused), (0, 0), "{udp:?}");
+}
+
+/// A datagram from a port below 1024 (where echo and chargen live) gets no
+/// reply, and the summary counts it as refused.
+#[test]
+fn udp_from_a_privileged_port_is_refused_and_counted() {
+    let server = udp_server();
+    let target = server.udp_addrs()[0];
+    let mut low = None;
+    for port in (990..1000).rev() {
+        match UdpSocket::bind(("127.0.0.1", port)) {
+            Ok(socket) => {
+                low = Some(socket);
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                eprintln!("note: cannot bind a port below 1024 here ({e}); test skipped");
+                return;
+            }
+            // Taken by something else: try the next one.
+            Err(_) => continue,
+        }
+    }
+    let low = low.expect("one of the ports 990-999 is free");
+    low.send_to(b"reflect me?", target).unwrap();
+    // A datagram sent after it on the same server socket: once its reply is
+    // here, the server has dealt with the first (and any reply to it would
+    // have been delivered, loopback being synchronous).
+    let ordinary = udp_client(target);
+    assert_eq!(udp_round_trip(&ordinary, b"sync"), b"sync");
+    low.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match low.recv_from(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!(
+            "a reply went to port {}: {other:?}",
+            low.local_addr().unwrap().port()
+        ),
+    }
+    let udp = server.stop().unwrap().udp;
+    assert_eq!(udp.refused, 1, "{udp:?}");
+    assert_eq!(udp.echoed, 1, "only the ordinary datagram: {udp:?}");
+}
+
+/// A datagram whose source uses the port the server serves gets no reply:
+/// it is the server's own address forged (a loop with itself) or another
+/// echo server like it (a loop between the two).
+#[test]
+fn udp_from_the_served_port_is_refused_and_counted() {
+    let server = udp_server();
+    let target = server.udp_addrs()[0];
+    // Same port, another loopback address: a stand-in for "another echo
+    // server on our port" (or our own address, forged).
+    let twin = match UdpSocket::bind(("127.0.0.2", target.port())) {
+        Ok(socket) => socket,
+        Err(e) => {
+            eprintln!(
+                "note: cannot bind 127.0.0.2:{} ({e}); test skipped",
+                target.port()
+            );
+            return;
+        }
+    };
+    twin.send_to(b"loop?", target).unwrap();
+    // The next datagram on the same server socket is answered only after the
+    // first was dealt with.
+    let ordinary = udp_client(target);
+    assert_eq!(udp_round_trip(&ordinary, b"sync"), b"sync");
+    twin.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match twin.recv_from(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("a reply went to the served port: {other:?}"),
+    }
+    let udp = server.stop().unwrap().udp;
+    assert_eq!(udp.refused, 1, "{udp:?}");
+    assert_eq!(udp.echoed, 1, "only the ordinary datagram: {udp:?}");
+}
+
+/// One thread sends datagrams flat out for a second; meanwhile a TCP client
+/// keeps completing round trips, and afterwards the server still answers
+/// and has accounted for each datagram it took at most once.
+///
+/// On two cores a loop without UDP's budget also drains its queue now and
+/// then, so this pins responsiveness; the budget itself is pinned by
+/// [`udp_budget_lets_a_waiting_tcp_client_in`].
+#[test]
+fn a_udp_flood_does_not_starve_tcp_clients() {
+    const FLOOD: Duration = Duration::from_secs(1);
+    const ROUND_TRIPS: u64 = 10;
+    let server = udp_server();
+    let target = server.udp_addrs()[0];
+    let flooding = Arc::new(AtomicBool::new(true));
+    let sent = Arc::new(AtomicU64::new(0));
+    let flood = {
+        let (flooding, sent) = (Arc::clone(&flooding), Arc::clone(&sent));
+        // Never read: its replies pile up in (and then overflow) our own
+        // receive queue, which is the kernel's business, not the server's.
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(target).unwrap();
+        thread::spawn(move || {
+            let started = Instant::now();
+            let payload = [0x55u8; 64];
+            while started.elapsed() < FLOOD {
+                if socket.send(&payload).is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            flooding.store(false, Ordering::SeqCst);
+        })
+    };
+
+    let mut stream = connect(server.addr());
+    stream.set_nodelay(true).unwrap();
+    let mut during_flood = 0u64;
+    let mut buf = [0u8; 100];
+    // Bounded by the flood's second (and each read by IO_TIMEOUT).
+    while flooding.load(Ordering::SeqCst) {
+        let data = [during_flood as u8; 100];
+        stream.write_all(&data).unwrap();
+        stream.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, data);
+        if flooding.load(Ordering::SeqCst) {
+            during_flood += 1;
+        }
+    }
+    flood.join().unwrap();
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(
+        during_flood >= ROUND_TRIPS,
+        "only {during_flood} TCP round trips completed during a flood of {sent} datagrams"
+    );
+
+    // Still answering, and the flood is behind us: this reply comes after
+    // every flood datagram the server received. From another address: the
+    // flood has used up 127.0.0.1's per-source rate.
+    let after = UdpSocket::bind("127.0.0.2:0").unwrap();
+    after.connect(target).unwrap();
+    after.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(udp_round_trip(&after, b"still there?"), b"still there?");
+    drop(stream);
+    let udp = server.stop().unwrap().udp;
+    assert!(udp.echoed >= 1, "{udp:?}");
+    // One source flooding gets at most its per-source rate; the rest is
+    // limited and counted, never queued.
+    assert!(
+        udp.echoed + udp.dropped + udp.refused + udp.limited <= sent + 1,
+        "more datagrams handled than sent ({sent} + 1): {udp:?}"
+    );
+}
+
+/// With datagrams queued ahead of a TCP client, the loop turns to the
+/// client after at most two UDP passes of `UDP_BUDGET` datagrams (one for
+/// the event, one from the ready list while the client is being accepted),
+/// not after draining the queue.
+///
+/// Deterministic: the server is stopped (SIGSTOP) while the datagrams and
+/// the client's bytes queue up, and its trace log gives the order in which
+/// the resumed loop served them.
+#[test]
+fn udp_budget_lets_a_waiting_tcp_client_in() {
+    let budget = mio_echo::UDP_BUDGET;
+    // Rates that never bind: every queued datagram is echoed (and traced),
+    // and the sync datagram from the flood's address is answered.
+    let mut server = EchoServer::start(
+        &[
+            "-l",
+            "127.0.0.1:0",
+            "-u",
+            "127.0.0.1:0",
+            "--udp-rate-per-source",
+            "10000000",
+            "--udp-rate",
+            "10000000",
+        ],
+        Some("info,mio_echo=trace"),
+    );
+    let sockets = server.sockets(2);
+    let tcp = sockets.iter().find(|s| !s.udp).unwrap().addr;
+    let udp = sockets.iter().find(|s| s.udp).unwrap().addr;
+    let pid = server.pid();
+
+    server.signal(libc::SIGSTOP);
+    wait_until("the server to stop", || process_state(pid) == 'T');
+    // Far more than the receive queue holds: the kernel keeps what fits.
+    let flood = udp_client(udp);
+    for _ in 0..2000 {
+        flood.send(b"f").unwrap();
+    }
+    // Queued behind the datagrams: a connection in the backlog, with bytes.
+    let mut client = connect(tcp);
+    client.write_all(b"let me in\n").unwrap();
+    server.signal(libc::SIGCONT);
+
+    let mut echo = [0u8; 10];
+    client.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"let me in\n");
+    // Answered after every datagram queued before it: once its trace line
+    // is in, so are theirs.
+    let sync = udp_client(udp);
+    assert_eq!(udp_round_trip(&sync, b"sync"), b"sync");
+    let sync_port = sync.local_addr().unwrap().port();
+    server.line_containing(&format!("udp 127.0.0.1:{sync_port}: echoed"));
+
+    let flood_echo = format!(
+        "udp 127.0.0.1:{}: echoed",
+        flood.local_addr().unwrap().port()
+    );
+    let peer = client.local_addr().unwrap().to_string();
+    let lines = &server.seen;
+    let connected = lines
+        .iter()
+        .position(|l| l.contains(&format!("{peer}: connected (token ")))
+        .unwrap_or_else(|| panic!("no connected line for {peer}: {lines:#?}"));
+    let token = lines[connected]
+        .rsplit("(token ")
+        .next()
+        .and_then(|t| t.strip_suffix(')'))
+        .unwrap();
+    let first_event = connected
+        + lines[connected..]
+            .iter()
+            .position(|l| l.contains(&format!("token {token}: event")))
+            .unwrap_or_else(|| panic!("no event for token {token}: {lines:#?}"));
+    let queued = lines.iter().filter(|l| l.contains(&flood_echo)).count();
+    let before = lines[..first_event]
+        .iter()
+        .filter(|l| l.contains(&flood_echo))
+        .count();
+    if queued <= budget.saturating_mul(3) {
+        eprintln!(
+            "note: the receive queue held only {queued} datagrams, too few to tell a budget \
+             of {budget} from draining; test skipped"
+        );
+        return;
+    }
+    assert!(
+        before <= budget.saturating_mul(2),
+        "{before} of {queued} queued datagrams were echoed before the TCP client's first \
+         event (budget {budget} per pass)"
+    );
+    stop(server);
+}
+
+// --- The binary -------------------------------------------------------------
+
+/// `-u 127.0.0.1:0` logs `listening on udp://127.0.0.1:PORT` with the real
+/// port, and that port echoes.
+#[test]
+fn udp_listener_is_logged_with_its_real_port() {
+    let mut server = EchoServer::start(&["-l", "127.0.0.1:0", "-u", "127.0.0.1:0"], None);
+    let sockets = server.sockets(2);
+    let udp = sockets
+        .iter()
+        .find(|s| s.udp)
+        .unwrap_or_else(|| panic!("no udp:// line: {:#?}", server.seen));
+    assert!(
+        udp.addr.ip().is_loopback() && udp.addr.port() != 0,
+        "{udp:?}"
+    );
+    let line = format!("listening on udp://127.0.0.1:{}", udp.addr.port());
+    assert!(
+        server.seen.iter().any(|l| l.contains(&line)),
+        "{:#?}",
+        server.seen
+    );
+    let client = udp_client(udp.addr);
+    assert_eq!(udp_round_trip(&client, b"datagram\n"), b"datagram\n");
+    let lines = stop(server);
+    assert_eq!(field(summary(&lines), "udp_echoed"), Some("1"));
+    assert_eq!(field(summary(&lines), "udp_bytes"), Some("9"));
 }

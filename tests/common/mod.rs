@@ -2,19 +2,30 @@
 //! workspace's test kit (`test-kit/`: an in-process server, random
 //! payloads, echo exchanges, child processes with deadlines), and what only
 //! these tests need: the `echo-server` binary run as a child process and
-//! read from its log, and sockets from a chosen source address. What /proc
-//! says about a process is the kit's (`echo_test_kit::kernel`).
+//! read from its log and stopped with its summary; sockets from a chosen
+//! source address; clients that leave or reset; a server that owes bytes
+//! and what it owes; and UDP clients. What /proc says about a process is
+//! the kit's (`echo_test_kit::kernel`).
+//!
+//! A helper lives here once two test files use it; one that a single file
+//! uses lives in that file.
 //!
 //! Each test file compiles this module on its own and uses a part of it.
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
 pub(crate) use echo_test_kit::*;
+
+/// A kibibyte and a mebibyte, for sizes of payloads and buffers.
+pub(crate) const KIB: usize = 1024;
+/// See [`KIB`].
+pub(crate) const MIB: usize = 1024 * 1024;
 
 // ---------------------------------------------------------------------------
 // The `echo-server` binary, run as a child process and read from its log.
@@ -140,7 +151,12 @@ impl EchoServer {
     /// Waits (within [`DEADLINE`]) for the next line that contains `text`
     /// and returns it; fails if standard error closes first.
     pub(crate) fn line_containing(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
+        self.line_containing_within(text, DEADLINE)
+    }
+
+    /// [`EchoServer::line_containing`], waiting at most `within`.
+    pub(crate) fn line_containing_within(&mut self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
         loop {
             match self.next_line(deadline) {
                 Some(line) if line.contains(text) => return line,
@@ -303,12 +319,7 @@ pub(crate) fn start_server(command: &mut Command) -> (EchoServer, SocketAddr) {
 pub(crate) fn stop_server(server: EchoServer) -> (ExitStatus, Vec<String>, String) {
     server.signal(libc::SIGTERM);
     let (status, lines) = server.finish();
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l.contains("stopped: "))
-        .cloned()
-        .unwrap_or_else(|| panic!("no `stopped:` line: {lines:#?}"));
+    let last = summary(&lines).to_owned();
     (status, lines, last)
 }
 
@@ -339,4 +350,137 @@ pub(crate) fn limit_resource(command: &mut Command, resource: libc::c_int, value
     unsafe {
         command.pre_exec(hook);
     }
+}
+
+// ---------------------------------------------------------------------------
+// A binary server's summary, and one short echo.
+// ---------------------------------------------------------------------------
+
+/// The `stopped: ...` summary among a finished server's lines.
+pub(crate) fn summary(lines: &[String]) -> &str {
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("stopped: "))
+        .unwrap_or_else(|| panic!("no summary line: {lines:#?}"))
+}
+
+/// Stops a binary server with SIGTERM and checks it exits 0 with a
+/// summary; returns every line it logged.
+pub(crate) fn stop(server: EchoServer) -> Vec<String> {
+    server.signal(libc::SIGTERM);
+    let (status, lines) = server.finish();
+    assert_eq!(status.code(), Some(0), "{status}: {lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("panicked")), "{lines:#?}");
+    summary(&lines);
+    lines
+}
+
+/// One short echo over a fresh TCP connection.
+pub(crate) fn tcp_echo(addr: SocketAddr, data: &[u8]) {
+    let stream = connect(addr);
+    let echo = exchange(&stream, data, &[data.len()]).unwrap();
+    assert_eq!(echo, data, "echo via {addr}");
+}
+
+// ---------------------------------------------------------------------------
+// Clients that leave, refusals, threads that must stop, a cyclic stream.
+// ---------------------------------------------------------------------------
+
+/// How long a client refused by a limit may wait for the server to close
+/// it. Generous: "at once" is a few milliseconds; a server that serves the
+/// client instead never closes it, and this bounds the wait for that.
+pub(crate) const REFUSAL_WAIT: Duration = Duration::from_secs(10);
+
+/// Half-closes `client` and waits for the server's FIN: once it comes, the
+/// server has closed its side and freed the connection's slot.
+pub(crate) fn leave(client: &TcpStream) {
+    client.shutdown(Shutdown::Write).unwrap();
+    assert!(closed_by_peer(client), "no EOF after a half-close");
+}
+
+/// Sets a flag when dropped, so that threads polling it stop even when the
+/// test fails (panics) before it would have set it.
+pub(crate) struct SetOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, SeqCst);
+    }
+}
+
+/// Fails (with the offset) unless `got`, read at stream offset `at`, is
+/// what a stream of `pattern` repeated end to end holds there.
+pub(crate) fn check_cyclic(pattern: &[u8], at: usize, got: &[u8]) -> Result<(), String> {
+    let mut done = 0;
+    while done < got.len() {
+        let p = (at + done) % pattern.len();
+        let n = (got.len() - done).min(pattern.len() - p);
+        if got[done..done + n] != pattern[p..p + n] {
+            let i = got[done..done + n]
+                .iter()
+                .zip(&pattern[p..p + n])
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            return Err(format!(
+                "the echo differs from what was sent at stream offset {}",
+                at + done + i
+            ));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// A server that owes bytes (the library, in this process).
+// ---------------------------------------------------------------------------
+
+/// A server that reads everything a client sends (its buffer is larger
+/// than any payload here) and never gives up on a drain in a test's time.
+pub(crate) fn roomy_server() -> mio_echo::Running {
+    server_with(mio_echo::Config {
+        max_buffer: 16 * MIB,
+        shutdown_timeout: Duration::from_secs(60),
+        ..mio_echo::Config::loopback()
+    })
+}
+
+/// A lower bound on what the server itself (not the kernel) still owes the
+/// client `me`, which has sent `sent` bytes, all read by the server, and
+/// read none back: the kernel holds at most the client's receive queue and
+/// the server's send queue. Valid once the traffic has settled.
+pub(crate) fn owed_at_least(me: SocketAddr, server: SocketAddr, sent: usize) -> usize {
+    let ours = tcp_socket(me, Some(server)).expect("our socket");
+    let theirs = tcp_socket(server, Some(me)).map_or(0, |t| t.tx);
+    sent.saturating_sub(ours.rx + theirs)
+}
+
+// ---------------------------------------------------------------------------
+// UDP clients.
+// ---------------------------------------------------------------------------
+
+/// A UDP socket on a free loopback port of `server`'s family, connected to
+/// it, with [`IO_TIMEOUT`] on every receive.
+pub(crate) fn udp_client(server: SocketAddr) -> UdpSocket {
+    let local = if server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    let socket = UdpSocket::bind(local).unwrap();
+    socket.connect(server).unwrap();
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    socket
+}
+
+/// Sends `data` as one datagram and returns the one datagram that answers.
+pub(crate) fn udp_round_trip(socket: &UdpSocket, data: &[u8]) -> Vec<u8> {
+    socket.send(data).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no reply to {} bytes: {e}", data.len()));
+    buf.truncate(n);
+    buf
 }
