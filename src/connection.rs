@@ -565,23 +565,17 @@ impl<S: Stream> Connection<S> {
         let mut may_read = wake.readable;
         let mut short_read_is_empty = wake.short_read_is_empty;
 
-        // 1. Write what we owe. If we had stopped reading because the buffer
-        //    was full and this frees room, read again now: no event will come
-        //    for the bytes left in the socket (the tour, section 2).
+        // 1. Write what we owe. If that made room in a buffer that was
+        //    full, read again now: no event will come for the bytes left in
+        //    the socket (the tour, section 2).
         if self.wants_write() {
-            let was_full = !self.wants_read(limits);
-            match self.pending.write_to(&mut self.stream, &limits.memory) {
-                Ok(n) => {
-                    self.bytes_out += n as u64;
-                    self.last_active = wake.now;
-                    log::trace!("{}: wrote {} owed, {} left", self.peer, n, self.owed());
+            match self.write_owed(wake.now, limits) {
+                Ok(true) => {
+                    may_read = true;
+                    short_read_is_empty = false;
                 }
+                Ok(false) => {}
                 Err(e) => return self.abort(Reason::Error(e)),
-            }
-            if was_full && self.wants_read(limits) {
-                log::trace!("{}: room again, resumes reading", self.peer);
-                may_read = true;
-                short_read_is_empty = false;
             }
         }
 
@@ -633,19 +627,42 @@ impl<S: Stream> Connection<S> {
             );
         }
 
-        // 3. Nothing more is owed: send our FIN. A peer that sent its own
-        //    FIN is done; one that may still be sending (the server is
-        //    stopping) is read to its FIN first.
-        if !self.wants_write() && matches!(self.state, State::Draining | State::Stopping) {
-            if let Err(e) = self.stream.shutdown_write() {
-                // The peer may already be gone; there is nothing left to say.
-                log::trace!("{}: shutdown(Write) failed: {}", self.peer, e);
+        // 3. Once nothing more is owed, our FIN.
+        self.end_of_pass(buf, limits)
+    }
+
+    /// Writes what is owed; `true` if that made room in a buffer that was
+    /// full, so that reading may resume.
+    #[inline]
+    fn write_owed(&mut self, now: Tick, limits: &Limits) -> io::Result<bool> {
+        let was_full = !self.wants_read(limits);
+        let n = self.pending.write_to(&mut self.stream, &limits.memory)?;
+        self.bytes_out += n as u64;
+        self.last_active = now;
+        log::trace!("{}: wrote {} owed, {} left", self.peer, n, self.owed());
+        let resumes = was_full && self.wants_read(limits);
+        if resumes {
+            log::trace!("{}: room again, resumes reading", self.peer);
+        }
+        Ok(resumes)
+    }
+
+    /// The end of a pass: once nothing more is owed, send our FIN. A peer
+    /// that sent its own FIN is done; one that may still be sending (the
+    /// server is stopping) is read to its FIN first.
+    fn end_of_pass(&mut self, buf: &mut [u8], limits: &Limits) -> Next {
+        if !self.wants_write() {
+            match self.state {
+                State::Draining => return self.finish(),
+                State::Stopping => {
+                    if let Err(e) = self.stream.shutdown_write() {
+                        // The peer may already be gone: nothing left to say.
+                        log::trace!("{}: shutdown(Write) failed: {}", self.peer, e);
+                    }
+                    self.set_state(State::Lingering);
+                }
+                _ => {}
             }
-            if self.state == State::Draining {
-                self.set_state(State::Closed);
-                return Next::Close(Reason::Finished);
-            }
-            self.set_state(State::Lingering);
         }
         if self.state == State::Lingering {
             return self.linger(buf, limits);
