@@ -27,9 +27,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    closed_by_peer, connect, connect_from, count, field, has_ipv6_loopback, leave, limit_resource,
-    random_bytes, reset, round_trip, server_command, start_server, stop_server, wait_until,
-    EchoServer, SetOnDrop, LISTENING, REFUSAL_WAIT,
+    bounce_until_quiet, closed_by_peer, connect, connect_from, count, field, has_ipv6_loopback,
+    leave, limit_resource, random_bytes, reset, round_trip, server_command, start_server,
+    stop_server, wait_until, EchoServer, SetOnDrop, LISTENING, REFUSAL_WAIT,
 };
 
 /// How long a client waits for an echo, or for a refused connection to be
@@ -800,25 +800,7 @@ fn the_udp_rate_per_source_holds_across_threads() {
     for _ in 0..IN_FLIGHT {
         peer.send(b"a forged datagram").unwrap();
     }
-    let mut replies = 0u64;
-    let mut buf = [0u8; 64];
-    while replies < 100_000 {
-        match peer.recv(&mut buf) {
-            Ok(n) => {
-                replies += 1;
-                peer.send(&buf[..n]).unwrap();
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
-            Err(e) => panic!("receive: {e}"),
-        }
-    }
+    let (replies, _) = bounce_until_quiet(&peer, 100_000);
     let (status, _, last) = stop_server(server);
     assert!(status.success(), "{status}");
     eprintln!("udp across 4 loops: {replies} replies; {last}");

@@ -24,8 +24,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    connect, count, field, process_state, random_bytes, server_with, stop, summary, udp_client,
-    udp_round_trip, wait_until, EchoServer, IO_TIMEOUT,
+    bounce_until_quiet, connect, count, field, process_state, random_bytes, server_with, stop,
+    summary, udp_client, udp_round_trip, wait_until, EchoServer, IO_TIMEOUT,
 };
 use mio_echo::Config;
 
@@ -140,23 +140,10 @@ fn a_loop_with_another_echo_server_ends_after_one_burst() {
     peer.connect(target).unwrap();
 
     let started = Instant::now();
-    let mut last = started;
     peer.send(b"one forged datagram").unwrap();
-    let mut replies = 0u64;
-    let mut buf = [0u8; 64];
     // Today's code answered 1,000 a second to one source and port; the
     // bound stops a loop that never ends.
-    while replies < 100_000 {
-        match peer.recv(&mut buf) {
-            Ok(n) => {
-                replies += 1;
-                last = Instant::now();
-                peer.send(&buf[..n]).unwrap();
-            }
-            Err(e) if timed_out(&e) => break,
-            Err(e) => panic!("receive: {e}"),
-        }
-    }
+    let (replies, last) = bounce_until_quiet(&peer, 100_000);
     let lasted = last - started;
     let udp = server.stop().unwrap().udp;
     eprintln!("loop: {replies} replies in {lasted:?}; {udp:?}");

@@ -484,3 +484,32 @@ pub(crate) fn udp_round_trip(socket: &UdpSocket, data: &[u8]) -> Vec<u8> {
     buf.truncate(n);
     buf
 }
+
+/// Plays another echo server on `peer` (a UDP socket connected to ours,
+/// with a read timeout): sends every reply straight back until none comes
+/// within the timeout, or `most` replies. Returns how many replies came
+/// and when the last one did.
+pub(crate) fn bounce_until_quiet(peer: &std::net::UdpSocket, most: u64) -> (u64, Instant) {
+    let mut replies = 0u64;
+    let mut last = Instant::now();
+    let mut buf = [0u8; 64];
+    while replies < most {
+        match peer.recv(&mut buf) {
+            Ok(n) => {
+                replies += 1;
+                last = Instant::now();
+                peer.send(&buf[..n]).unwrap();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("receive: {e}"),
+        }
+    }
+    (replies, last)
+}
