@@ -276,24 +276,77 @@ impl Stream for Tcp {
         self.0.shutdown(Shutdown::Write)
     }
 
-    #[cfg(target_os = "linux")]
     fn unacknowledged(&self) -> io::Result<usize> {
-        self.queue_ioctl(libc::TIOCOUTQ)
+        self.send_queue()
     }
 
     #[cfg(target_os = "linux")]
     fn unsent(&self) -> io::Result<usize> {
         self.queue_ioctl(libc::SIOCOUTQNSD)
     }
+
+    /// Elsewhere no call tells unsent bytes from unacknowledged ones: the
+    /// whole send queue is an upper bound, so a tight budget reads less
+    /// than on Linux, never more.
+    #[cfg(not(target_os = "linux"))]
+    fn unsent(&self) -> io::Result<usize> {
+        self.send_queue()
+    }
 }
 
 impl Tcp {
-    /// One of the ioctls that report a socket's send queue, in bytes.
+    /// Bytes in the kernel's send queue: written and not yet acknowledged.
     #[cfg(target_os = "linux")]
+    fn send_queue(&self) -> io::Result<usize> {
+        self.queue_ioctl(libc::TIOCOUTQ)
+    }
+
+    /// The same, from FreeBSD's `FIONWRITE`.
+    #[cfg(target_os = "freebsd")]
+    fn send_queue(&self) -> io::Result<usize> {
+        self.queue_ioctl(libc::FIONWRITE)
+    }
+
+    /// The same, from the Apple systems' `SO_NWRITE` socket option.
+    #[cfg(target_vendor = "apple")]
+    fn send_queue(&self) -> io::Result<usize> {
+        let mut queued: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes through a valid
+        // pointer to one c_int, and the length through a valid pointer.
+        let ret = unsafe {
+            libc::getsockopt(
+                self.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NWRITE,
+                (&mut queued as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(queued.max(0) as usize)
+        }
+    }
+
+    /// No way to ask on this platform: callers then take the careful path
+    /// (a stopping connection lingers until the peer's FIN or the
+    /// shutdown deadline; a tight budget reads nothing).
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_vendor = "apple")))]
+    fn send_queue(&self) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the send queue's length is not known on this platform",
+        ))
+    }
+
+    /// One of the ioctls that report a socket's send queue, in bytes.
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
     fn queue_ioctl(&self, request: libc::c_ulong) -> io::Result<usize> {
         let mut queued: libc::c_int = 0;
-        // SAFETY: SIOCOUTQ (TIOCOUTQ) and SIOCOUTQNSD write one int through
-        // a valid pointer.
+        // SAFETY: SIOCOUTQ (TIOCOUTQ), SIOCOUTQNSD and FIONWRITE write one
+        // int through a valid pointer.
         let ret = unsafe { libc::ioctl(self.0.as_raw_fd(), request as _, &mut queued) };
         if ret < 0 {
             Err(io::Error::last_os_error())

@@ -44,7 +44,8 @@
 //! for `SO_RXQ_OVFL` ([`count_overflow`]): every datagram then comes with
 //! the socket's running drop count, and the increase is counted as
 //! `overflow`. A drop is therefore counted when the next datagram after it
-//! is read. Elsewhere `overflow` stays 0.
+//! is read. Elsewhere the server says at start-up that kernel drops will
+//! not be counted, and `overflow` stays 0.
 //!
 //! With `--threads N` a UDP socket that the loops would share (the default,
 //! and every socket passed by socket activation) is served by the first
@@ -254,31 +255,36 @@ pub(crate) fn refuse_reason(from: SocketAddr) -> Option<&'static str> {
 }
 
 /// Asks the kernel to attach its count of dropped datagrams to each one
-/// received on `socket` (`SO_RXQ_OVFL`), for `overflow`. Does nothing
-/// except on Linux.
+/// received on `socket` (`SO_RXQ_OVFL`), for `overflow`.
+#[cfg(target_os = "linux")]
 pub(crate) fn count_overflow(socket: &UdpSocket) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt reads one c_int through a valid pointer of the
-        // length given.
-        let set = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                SO_RXQ_OVFL,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if set != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int through a valid pointer of the
+    // length given.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_RXQ_OVFL,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(io::Error::last_os_error());
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = socket;
     Ok(())
+}
+
+/// `SO_RXQ_OVFL` is Linux-only: elsewhere an `Unsupported` error, which the
+/// server logs at start-up ("kernel drops will not be counted").
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn count_overflow(_socket: &UdpSocket) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SO_RXQ_OVFL, the kernel's drop count, is Linux-only",
+    ))
 }
 
 /// `SO_RXQ_OVFL` from `<asm/socket.h>`, which the libc crate leaves out on

@@ -6,6 +6,9 @@
 //! The memory a slow reader may cost in all is pinned in `memory.rs`; a UDP
 //! flood beside TCP clients in `udp.rs`. Figures are printed to standard
 //! error; see them with `cargo test --test backpressure -- --nocapture`.
+// Some tests here need Linux (/proc, network namespaces); elsewhere they
+// are compiled out, and what only they use goes unused.
+#![cfg_attr(not(target_os = "linux"), allow(unused_imports, dead_code))]
 
 mod common;
 
@@ -17,9 +20,11 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_same_bytes, check_cyclic, closed_by_peer, connect, connect_small_window, count,
-    kernel_socket, live_stats, random_bytes, round_trip, rss, server, server_command, server_with,
-    start_server, stop_server, tcp_socket, wait_until, SetOnDrop, DEADLINE, KIB, MIB,
+    live_stats, random_bytes, round_trip, server, server_command, server_with, start_server,
+    stop_server, wait_until, SetOnDrop, DEADLINE, KIB, MIB,
 };
+#[cfg(target_os = "linux")]
+use common::{kernel_socket, rss, tcp_socket};
 use mio_echo::Config;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -40,6 +45,7 @@ use rand::{Rng, SeedableRng};
 /// server to read again as its buffer drains; on Linux the writable event
 /// that drains it also reports the bytes waiting, so that part holds even
 /// without the server's explicit resume (tried).
+#[cfg(target_os = "linux")]
 #[test]
 fn a_peer_that_never_reads_is_pushed_back_and_costs_the_server_little_memory() {
     const SEED: u64 = 0xF100D;
@@ -186,6 +192,7 @@ fn a_peer_that_never_reads_is_pushed_back_and_costs_the_server_little_memory() {
 /// reading from it, its buffer full (`max_buffer`); once the client reads,
 /// the server must start reading again by itself, since no new event
 /// announces the bytes it left waiting in its socket.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_client_that_pauses_reading_until_pushed_back_gets_every_byte() {
     const SEED: u64 = 0xBAC;

@@ -7,6 +7,8 @@
 //! that retries `accept` the same way is pinned in `minimal_example.rs`.
 //! Figures are printed to standard error; see them with
 //! `cargo test --test descriptors -- --nocapture`.
+// Linux only: every test here reads /proc (threads, descriptors, memory).
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -6,6 +6,9 @@
 //! loopback and every wait has a deadline.
 //!
 //! Stops are pinned in `shutdown.rs`, back-pressure in `backpressure.rs`.
+// Some tests here need Linux (/proc, network namespaces); elsewhere they
+// are compiled out, and what only they use goes unused.
+#![cfg_attr(not(target_os = "linux"), allow(unused_imports, dead_code))]
 
 mod common;
 
@@ -16,9 +19,11 @@ use std::thread;
 
 use common::{
     assert_same_bytes, connect, connect_small_window, difference, echo_ok, exchange,
-    exchange_reading, owed_at_least, random_bytes, random_chunks, reset, roomy_server, server,
-    tcp_socket, wait_until, ESTABLISHED, KIB, MIB,
+    exchange_reading, random_bytes, random_chunks, reset, roomy_server, server, wait_until, KIB,
+    MIB,
 };
+#[cfg(target_os = "linux")]
+use common::{owed_at_least, tcp_socket, ESTABLISHED};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -315,6 +320,7 @@ fn resets_mid_stream_do_not_disturb_other_clients() {
 
 /// A FIN that arrives while the server owes bytes: the server writes them
 /// all before its own FIN.
+#[cfg(target_os = "linux")]
 #[test]
 fn half_close_while_owed_bytes_gets_them_all_then_eof() {
     const SEED: u64 = 0xF1;

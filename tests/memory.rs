@@ -15,6 +15,9 @@
 //! `MIO_ECHO_SERVER_BIN=/path/to/echo-server`: flags that build does not
 //! list in its `--help` are then left out (see [`flags_it_knows`]), so the
 //! old behaviour, not a usage error, is what fails.
+// Some tests here need Linux (/proc, network namespaces); elsewhere they
+// are compiled out, and what only they use goes unused.
+#![cfg_attr(not(target_os = "linux"), allow(unused_imports, dead_code))]
 
 mod common;
 
@@ -30,11 +33,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_same_bytes, check_cyclic, connect, connect_small_window, count, exchange, kernel_socket,
-    limit_resource, live_stats, random_bytes, random_chunks, reset, round_trip, rss,
-    server_command, stop_server, tcp_sockets, vm_peak, EchoServer, Guarded, SetOnDrop, KIB, LISTEN,
-    MIB,
+    assert_same_bytes, check_cyclic, connect, connect_small_window, count, exchange,
+    limit_resource, live_stats, random_bytes, random_chunks, reset, round_trip, server_command,
+    stop_server, EchoServer, Guarded, SetOnDrop, KIB, MIB,
 };
+#[cfg(target_os = "linux")]
+use common::{kernel_socket, rss, tcp_sockets, vm_peak, LISTEN};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -164,6 +168,7 @@ fn alive(server: &mut EchoServer) -> Option<ExitStatus> {
 /// sockets, for the figures printed.
 ///
 /// Read by hand: procfs has no reader for /proc/net/sockstat.
+#[cfg(target_os = "linux")]
 fn kernel_tcp_memory() -> u64 {
     let stat = std::fs::read_to_string("/proc/net/sockstat").expect("read /proc/net/sockstat");
     let pages: u64 = stat
@@ -220,6 +225,7 @@ fn connect_staller(addr: SocketAddr) -> TcpStream {
 /// Many [`Staller`]s on non-blocking sockets, driven from one thread. Each
 /// sends the same random pattern from its own offset, so that bytes of one
 /// client showing up at another are seen.
+#[cfg(target_os = "linux")]
 struct Stallers {
     pattern: Vec<u8>,
     /// The most each client tries to send.
@@ -227,6 +233,7 @@ struct Stallers {
     clients: Vec<Staller>,
 }
 
+#[cfg(target_os = "linux")]
 impl Stallers {
     /// Connects `n` clients with small socket buffers.
     fn connect(addr: SocketAddr, n: usize, each: usize, seed: u64) -> Stallers {
@@ -434,6 +441,7 @@ impl Stallers {
 /// address: (rx, tx) queue bytes, as /proc/net/tcp shows them. One reading
 /// of the table for every connection: with a few hundred sockets, reading
 /// it once per connection (as `common::kernel_socket` does) takes seconds.
+#[cfg(target_os = "linux")]
 fn server_sockets(server: SocketAddr) -> HashMap<SocketAddr, (usize, usize)> {
     tcp_sockets()
         .into_iter()
@@ -488,6 +496,7 @@ fn innocent_client_is_served(addr: SocketAddr, seed: u64) {
 /// Without the budget each of 300 connections owes its whole
 /// `--max-buffer`: the old server (run without `--max-memory`) grew by
 /// about 300 x 64 KiB and more.
+#[cfg(target_os = "linux")]
 #[test]
 fn the_memory_budget_bounds_what_peers_that_never_read_can_cost() {
     const SEED: u64 = 0xB0D6E7;
@@ -580,6 +589,7 @@ fn the_memory_budget_bounds_what_peers_that_never_read_can_cost() {
 /// glibc's `free` keeps freed memory mapped unless it is at the top of the
 /// heap: the buffers of the few that stay pin the heap's top, and the old
 /// server (no `malloc_trim`) kept all of the burst's memory resident.
+#[cfg(target_os = "linux")]
 #[test]
 fn resident_memory_returns_after_a_burst_of_slow_readers_leaves() {
     const SEED: u64 = 0x7E7A1;
@@ -704,6 +714,7 @@ fn write_until(stream: &TcpStream, pattern: &[u8], stop: &AtomicBool) -> usize {
 ///
 /// The old server aborted ("memory allocation of N bytes failed", SIGABRT)
 /// and every client got a reset.
+#[cfg(target_os = "linux")]
 #[test]
 fn allocation_failure_closes_one_connection_and_never_aborts() {
     const SEED: u64 = 0xA110C;
@@ -875,6 +886,7 @@ fn impossible_memory_flags_are_usage_errors() {
 /// A client with a small receive window sends up to `SEND` bytes and never
 /// reads; returns the most the server side's kernel queues (tx + rx) held
 /// at once, and how much the client sent before it stalled.
+#[cfg(target_os = "linux")]
 fn slow_reader_kernel_queue(args: &[&str]) -> (usize, usize) {
     const SEND: usize = 8 * MIB;
     let (server, addr) = start(args);
@@ -914,6 +926,7 @@ fn slow_reader_kernel_queue(args: &[&str]) -> (usize, usize) {
 /// With `--socket-buffer 64K`, a client that sends 8 MiB and never reads
 /// costs the server's side of the connection less than 512 KiB of kernel
 /// queue; without it the kernel autotunes the buffers to MiBs (printed).
+#[cfg(target_os = "linux")]
 #[test]
 fn socket_buffer_clamps_the_kernels_queue_for_a_slow_reader() {
     const CLAMPED: usize = 512 * KIB;
@@ -1013,8 +1026,10 @@ fn a_stopped_server_does_not_close_connections_with_data_waiting_as_idle() {
 
 /// A network namespace of the test's own (with its loopback up), deleted
 /// when dropped, failing test or not.
+#[cfg(target_os = "linux")]
 struct Netns(String);
 
+#[cfg(target_os = "linux")]
 impl Netns {
     /// A new namespace, or `None` (and why, on standard error) where the
     /// test cannot make one: not root, or no `ip`.
@@ -1077,6 +1092,7 @@ impl Netns {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")
@@ -1091,6 +1107,7 @@ impl Drop for Netns {
 /// is still held after the same time.
 ///
 /// The old server had no keepalive and held such peers forever.
+#[cfg(target_os = "linux")]
 #[test]
 fn keepalive_closes_a_peer_that_vanished() {
     /// Keepalive 1: probes after 1 s, then 3 more 1 s apart: about 4 s.

@@ -4,6 +4,8 @@
 //!
 //! Memory is read from `/proc/PID` of the server alone. Figures are printed
 //! to standard error; see them with `cargo test --test scale -- --nocapture`.
+// Linux only: every test here reads /proc (threads, descriptors, memory).
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -318,6 +318,7 @@ fn notify_socket_hears_ready_then_stopping() {
 
 /// `NOTIFY_SOCKET=@NAME` is a socket in Linux's abstract namespace (no file
 /// behind it, as sd_notify(3) says): it hears `READY=1` too.
+#[cfg(target_os = "linux")]
 #[test]
 fn notify_socket_in_the_abstract_namespace_hears_ready() {
     use std::os::linux::net::SocketAddrExt;

@@ -5,6 +5,8 @@
 //!
 //! Every test runs the built binary and counts its threads in `/proc`. The
 //! limits across loops are pinned in `limits.rs`.
+// Linux only: every test here reads /proc (threads, descriptors, memory).
+#![cfg(target_os = "linux")]
 
 mod common;
 

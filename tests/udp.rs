@@ -13,6 +13,9 @@
 //! loopback on Linux, so one test can be many sources by binding
 //! 127.0.0.x addresses. Every loop is bounded in count and every wait has
 //! a timeout.
+// Some tests here need Linux (/proc, network namespaces); elsewhere they
+// are compiled out, and what only they use goes unused.
+#![cfg_attr(not(target_os = "linux"), allow(unused_imports, dead_code))]
 
 mod common;
 
@@ -23,9 +26,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "linux")]
+use common::process_state;
 use common::{
-    bounce_until_quiet, connect, count, field, process_state, random_bytes, server_with, stop,
-    summary, udp_client, udp_round_trip, wait_until, EchoServer, IO_TIMEOUT,
+    bounce_until_quiet, connect, count, field, random_bytes, server_with, stop, summary,
+    udp_client, udp_round_trip, wait_until, EchoServer, IO_TIMEOUT,
 };
 use mio_echo::Config;
 
@@ -269,6 +274,7 @@ fn a_flood_from_many_sources_is_capped_by_the_total_rate() {
 /// Datagrams the kernel drops while the server is stopped and its receive
 /// queue is full are counted as `udp_overflow`, exactly: with what was
 /// echoed they add up to what was sent.
+#[cfg(target_os = "linux")]
 #[test]
 fn datagrams_dropped_by_a_full_receive_queue_are_counted() {
     const SENT: u64 = 5_000;
@@ -524,6 +530,7 @@ fn a_udp_flood_does_not_starve_tcp_clients() {
 /// Deterministic: the server is stopped (SIGSTOP) while the datagrams and
 /// the client's bytes queue up, and its trace log gives the order in which
 /// the resumed loop served them.
+#[cfg(target_os = "linux")]
 #[test]
 fn udp_budget_lets_a_waiting_tcp_client_in() {
     let budget = mio_echo::UDP_BUDGET;

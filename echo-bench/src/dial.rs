@@ -35,7 +35,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -303,13 +302,14 @@ fn start_connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSt
 /// four-tuple, instead of at `bind`, where a port is reserved for the
 /// source address alone. Best effort: without it each source address still
 /// holds a whole ephemeral range of connections.
+#[cfg(target_os = "linux")]
 fn bind_address_no_port(socket: &Socket) {
     let on: libc::c_int = 1;
     // SAFETY: setsockopt reads one c_int through a valid pointer, for a
     // descriptor this function's caller owns.
     let rc = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
+            std::os::fd::AsRawFd::as_raw_fd(socket),
             libc::IPPROTO_IP,
             libc::IP_BIND_ADDRESS_NO_PORT,
             (&on as *const libc::c_int).cast(),
@@ -322,4 +322,19 @@ fn bind_address_no_port(socket: &Socket) {
             mio_echo_net::describe(&io::Error::last_os_error())
         );
     }
+}
+
+/// Elsewhere (macOS, the BSDs) there is no such option: `bind` reserves a
+/// port for the source address alone, so each source address holds at most
+/// one ephemeral range of connections. Said once, at debug level, since the
+/// run still works within that.
+#[cfg(not(target_os = "linux"))]
+fn bind_address_no_port(_socket: &Socket) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        log::debug!(
+            "IP_BIND_ADDRESS_NO_PORT: not on this platform; each source address \
+             holds at most one ephemeral port range"
+        );
+    });
 }

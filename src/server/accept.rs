@@ -24,27 +24,31 @@ pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Accept errors that concern one would-be connection, not the listener.
 fn is_per_connection(e: &io::Error) -> bool {
-    // accept(2) on Linux: these network errors of the new socket "should be
-    // treated like EAGAIN by retrying".
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::PermissionDenied
-    ) || matches!(
-        e.raw_os_error(),
-        Some(
-            libc::EPROTO
-                | libc::ENETDOWN
-                | libc::ENONET
-                | libc::EHOSTDOWN
-                | libc::EHOSTUNREACH
-                | libc::ENETUNREACH
-                | libc::ENOPROTOOPT
-                | libc::EOPNOTSUPP
-        )
-    )
+    ) || e
+        .raw_os_error()
+        .is_some_and(|code| PER_CONNECTION_ERRORS.contains(&code))
 }
+
+/// accept(2) on Linux: these network errors of the new socket "should be
+/// treated like EAGAIN by retrying". The BSDs and macOS report a connection
+/// that died in the queue as `ECONNABORTED` (above); the rest of the list
+/// is harmless there, and `ENONET` exists on Linux only.
+const PER_CONNECTION_ERRORS: &[i32] = &[
+    libc::EPROTO,
+    libc::ENETDOWN,
+    #[cfg(target_os = "linux")]
+    libc::ENONET,
+    libc::EHOSTDOWN,
+    libc::EHOSTUNREACH,
+    libc::ENETUNREACH,
+    libc::ENOPROTOOPT,
+    libc::EOPNOTSUPP,
+];
 
 impl Server {
     /// Tries every listener again after `accept` ran out of resources (the

@@ -84,6 +84,8 @@ impl Server {
     /// thousands of slow readers leave, their buffers would stay resident
     /// for the life of the process. When the buffers' memory has fallen
     /// [`TRIM_STEP`] below its peak, `malloc_trim` returns the free pages.
+    /// Other allocators (musl's, macOS's, FreeBSD's jemalloc) return freed
+    /// memory on their own: there is nothing to call.
     pub(super) fn trim_heap(&mut self) {
         let held = self.limits.memory.held();
         if held > self.trim_peak {

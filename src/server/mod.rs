@@ -113,6 +113,13 @@ const CONNECTION_INTEREST: Interest = Interest::READABLE
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const CONNECTION_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
+/// Whether a short read may end a pass (the tour, "Edge-triggered"). Only
+/// where urgent data raises an event of its own: the BSDs' reads, too, stop
+/// at the urgent mark with bytes behind it, and mio's kqueue has no event
+/// for it, so there every pass reads on to `WouldBlock` (one more call per
+/// echo), or a client's urgent byte would leave its connection stuck.
+const SHORT_READ_PROVES_EMPTY: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 /// A [`Handle`] has a request (stop, or log stats).
 const WAKER: Token = Token(usize::MAX);
 /// A signal arrived (through signal-hook's self-pipe); see `signal_event`.
@@ -518,7 +525,7 @@ impl Server {
         let closed_hint = event.is_read_closed() | event.is_error() | event.is_priority();
         let wake = Wake {
             readable: event.is_readable() | closed_hint,
-            short_read_is_empty: !closed_hint,
+            short_read_is_empty: SHORT_READ_PROVES_EMPTY & !closed_hint,
             now,
         };
         let next = conn.on_event(buf, wake, &self.limits);
