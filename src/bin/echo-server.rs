@@ -214,15 +214,17 @@ fn init_logging() -> bool {
 }
 
 /// Writes `line` to standard error even if it has to wait, for the lines
-/// that end the server, with the priority of `level` when standard error
-/// is the journal.
+/// that end the server; when standard error is the journal, with the
+/// priority of `level` in front of each of its lines (the journal takes
+/// every line for a record).
 fn say(journal: bool, level: log::Level, line: std::fmt::Arguments<'_>) {
-    let priority = if journal {
-        logging::priority(level)
-    } else {
-        ""
-    };
-    eprintln!("{priority}{line}");
+    if !journal {
+        eprintln!("{line}");
+        return;
+    }
+    for part in line.to_string().lines() {
+        eprintln!("{}{part}", logging::priority(level));
+    }
 }
 
 fn main() -> ExitCode {
