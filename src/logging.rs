@@ -25,8 +25,25 @@
 //! line was cut short, the next one starts with a newline, so that the
 //! fragment does not run into it.
 //!
+//! # The systemd journal
+//!
+//! Under systemd, standard error is often the journal's stream, and the
+//! service manager says so in `JOURNAL_STREAM`: the device and inode
+//! numbers of that stream, as `DEVICE:INODE` in decimal. When they are the
+//! ones of descriptor 2, [`Stderr::is_journal`] is true, and the binary
+//! writes each record with [`write_for_journal`]: a syslog priority in
+//! front (`<3>` error, `<4>` warn, `<6>` info, `<7>` debug and trace, as
+//! `sd-daemon(3)` describes), so that `journalctl -p warning` shows warnings
+//! and errors only, and no timestamp, which the journal adds to every line
+//! itself. The journal takes each line for a record of its own, so every
+//! line of a message carries the prefix. A variable naming some other file
+//! is one a child inherited from a parent whose standard error was the
+//! journal, while its own is not: it is ignored, as a malformed one is.
+//!
 //! Read next: `src/stats.rs`, where `log_dropped` is reported.
 
+use std::ffi::OsStr;
+use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,6 +105,8 @@ pub struct Stderr {
     torn: bool,
     /// Room for a newline and a line after a torn one (rarely used).
     scratch: Vec<u8>,
+    /// The descriptor is the journal's stream (`JOURNAL_STREAM` names it).
+    journal: bool,
 }
 
 impl Stderr {
@@ -99,7 +118,12 @@ impl Stderr {
     /// A writer for descriptor `fd`, which must stay open as long as the
     /// writer lives (standard error does).
     fn on(fd: RawFd) -> Stderr {
-        let sink = match file_type(fd) {
+        let st = fstat(fd);
+        let journal = match (&st, std::env::var_os("JOURNAL_STREAM")) {
+            (Some(st), Some(value)) => names_file(&value, st),
+            _ => false,
+        };
+        let sink = match st.map(|st| st.st_mode & libc::S_IFMT) {
             None => Sink::Closed,
             Some(libc::S_IFSOCK) => Sink::Socket,
             Some(libc::S_IFREG | libc::S_IFBLK) => Sink::Plain,
@@ -116,7 +140,15 @@ impl Stderr {
             sink,
             torn: false,
             scratch: Vec::new(),
+            journal,
         }
+    }
+
+    /// Whether the output is the systemd journal's stream, as
+    /// `JOURNAL_STREAM` says: then records are written with
+    /// [`write_for_journal`] (see the module doc).
+    pub fn is_journal(&self) -> bool {
+        self.journal
     }
 
     /// What the output turned out to be, and so how it is written: for a
@@ -226,15 +258,114 @@ impl Write for Stderr {
     }
 }
 
-/// The `S_IFMT` bits of what `fd` is, or `None` if it is not open.
-fn file_type(fd: RawFd) -> Option<libc::mode_t> {
+/// What `fd` is (its type, device and inode), or `None` if it is not open.
+fn fstat(fd: RawFd) -> Option<libc::stat> {
     // SAFETY: fstat writes one `stat` through a valid pointer; a zeroed
     // `stat` is a valid value of that plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return None;
     }
-    Some(st.st_mode & libc::S_IFMT)
+    Some(st)
+}
+
+/// Whether `value`, a `JOURNAL_STREAM`, names the file `st` describes:
+/// `DEVICE:INODE`, both decimal. Anything else names nothing.
+fn names_file(value: &OsStr, st: &libc::stat) -> bool {
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    decimal::<libc::dev_t>(dev) == Some(st.st_dev) && decimal::<libc::ino_t>(ino) == Some(st.st_ino)
+}
+
+/// `text` as a number if it is decimal digits only (`FromStr` for the
+/// integers also takes a leading `+`).
+fn decimal<T: std::str::FromStr>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// The `sd-daemon(3)` prefix that gives a line written to the journal the
+/// syslog priority of `level`: `<3>` (err), `<4>` (warning), `<6>` (info),
+/// `<7>` (debug, for trace too: syslog has nothing below it).
+pub fn priority(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "<3>",
+        log::Level::Warn => "<4>",
+        log::Level::Info => "<6>",
+        log::Level::Debug | log::Level::Trace => "<7>",
+    }
+}
+
+/// Writes `record` as the journal reads it: `<6>[INFO  target] message`,
+/// the priority of its level in front of every line of the message (the
+/// journal takes each line for a record), and no timestamp (the journal
+/// stamps each line itself). The same layout as `env_logger`'s, less the
+/// time; for `env_logger::Builder::format`.
+pub fn write_for_journal(out: &mut impl Write, record: &log::Record<'_>) -> io::Result<()> {
+    let prefix = priority(record.level());
+    write!(out, "{prefix}[{:<5} {}] ", record.level(), record.target())?;
+    let mut lines = Prefixed {
+        out,
+        prefix,
+        newline: false,
+        error: None,
+    };
+    if fmt::write(&mut lines, *record.args()).is_err() {
+        return Err(lines
+            .error
+            .unwrap_or_else(|| io::Error::other("a log message failed to format")));
+    }
+    out.write_all(b"\n")
+}
+
+/// Passes a message through to `out`, with `prefix` at the start of every
+/// line after the first. A newline is held back until more text follows,
+/// so that a message ending in one does not make an empty record.
+struct Prefixed<'a, W> {
+    out: &'a mut W,
+    prefix: &'static str,
+    /// A newline was seen and not yet written.
+    newline: bool,
+    /// The writer's error, which `fmt::Error` cannot carry.
+    error: Option<io::Error>,
+}
+
+impl<W: Write> Prefixed<'_, W> {
+    fn put(&mut self, text: &str) -> io::Result<()> {
+        for (i, part) in text.split('\n').enumerate() {
+            if i > 0 {
+                if self.newline {
+                    self.break_line()?;
+                }
+                self.newline = true;
+            }
+            if !part.is_empty() {
+                if self.newline {
+                    self.break_line()?;
+                    self.newline = false;
+                }
+                self.out.write_all(part.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn break_line(&mut self) -> io::Result<()> {
+        self.out.write_all(b"\n")?;
+        self.out.write_all(self.prefix.as_bytes())
+    }
+}
+
+impl<W: Write> fmt::Write for Prefixed<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.put(text).map_err(|e| {
+            self.error = Some(e);
+            fmt::Error
+        })
+    }
 }
 
 /// A second, non-blocking open file description of what `fd` refers to.
@@ -369,5 +500,81 @@ mod tests {
         let before = dropped();
         log.write_all(b"lost\n").unwrap();
         assert!(dropped() > before);
+    }
+
+    /// `JOURNAL_STREAM` names a file by its decimal `DEVICE:INODE`, and
+    /// anything else (another file, a malformed value) names nothing.
+    #[test]
+    fn journal_stream_names_a_file_by_device_and_inode() {
+        // SAFETY: a zeroed `stat` is a valid value of that plain C struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        st.st_dev = 64769;
+        st.st_ino = 123456;
+        let names = |v: &str| names_file(OsStr::new(v), &st);
+        assert!(names("64769:123456"));
+        for other in ["64769:123457", "64770:123456", "123456:64769"] {
+            assert!(!names(other), "{other}");
+        }
+        for malformed in [
+            "",
+            ":",
+            "64769",
+            "64769:",
+            ":123456",
+            "64769:123456:1",
+            "+64769:123456",
+            "64769:-123456",
+            " 64769:123456",
+            "0xfd01:123456",
+            "64769:123456 ",
+        ] {
+            assert!(!names(malformed), "{malformed:?}");
+        }
+    }
+
+    /// Each level's `sd-daemon(3)` prefix, trace sharing debug's.
+    #[test]
+    fn each_level_has_its_syslog_priority() {
+        use log::Level::*;
+        let prefixes: Vec<_> = [Error, Warn, Info, Debug, Trace]
+            .into_iter()
+            .map(priority)
+            .collect();
+        assert_eq!(prefixes, ["<3>", "<4>", "<6>", "<7>", "<7>"]);
+    }
+
+    /// What `write_for_journal` writes for a message of `text` at `level`.
+    fn journal_record(level: log::Level, text: &str) -> String {
+        let mut out = Vec::new();
+        write_for_journal(
+            &mut out,
+            &log::Record::builder()
+                .level(level)
+                .target("mio_echo::test")
+                .args(format_args!("{text}"))
+                .build(),
+        )
+        .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A one-line record: the priority, the level and target, the message,
+    /// and no timestamp.
+    #[test]
+    fn a_journal_record_is_its_priority_level_target_and_message() {
+        assert_eq!(
+            journal_record(log::Level::Warn, "refused"),
+            "<4>[WARN  mio_echo::test] refused\n"
+        );
+    }
+
+    /// Every line of a multi-line message carries the priority, blank ones
+    /// too; a trailing newline makes no empty record.
+    #[test]
+    fn every_line_of_a_journal_record_carries_the_priority() {
+        assert_eq!(
+            journal_record(log::Level::Error, "one\ntwo\n\nfour\n"),
+            "<3>[ERROR mio_echo::test] one\n<3>two\n<3>\n<3>four\n"
+        );
     }
 }

@@ -1,18 +1,23 @@
-//! Logging never stalls the loop: the real `echo-server`, logging at
-//! `debug` into a pipe the test leaves unread, keeps serving, and counts
-//! the lines it had to drop. Every wait has a deadline and the child is
-//! killed if a test fails.
+//! The server's log output: it never stalls the loop (the real
+//! `echo-server`, logging at `debug` into a pipe the test leaves unread,
+//! keeps serving, and counts the lines it had to drop), and when standard
+//! error is the systemd journal (`JOURNAL_STREAM` names it) each line
+//! carries its syslog priority and no timestamp. Every wait has a deadline
+//! and the child is killed if a test fails.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{count, round_trip, server_command, wait, Guarded, DEADLINE, LISTENING};
+use common::{
+    closed_by_peer, connect, count, round_trip, server_command, stop, wait, EchoServer, Guarded,
+    DEADLINE, LISTENING,
+};
 
 /// Connections opened, echoed and closed one after another. At `debug`
 /// each one logs two lines of about 100 bytes; a pipe holds 64 KiB, so a
@@ -137,4 +142,162 @@ fn signal(child: &Guarded, signal: libc::c_int) {
 /// The last few of `lines`, for a failure message.
 fn tail(lines: &[String]) -> &[String] {
     &lines[lines.len().saturating_sub(5)..]
+}
+
+// ---------------------------------------------------------------------------
+// The systemd journal: priorities from JOURNAL_STREAM.
+// ---------------------------------------------------------------------------
+
+/// Each level's `sd-daemon(3)` prefix, as `journalctl -p` reads it.
+const PRIORITIES: [(&str, &str); 5] = [
+    ("ERROR", "<3>"),
+    ("WARN", "<4>"),
+    ("INFO", "<6>"),
+    ("DEBUG", "<7>"),
+    ("TRACE", "<7>"),
+];
+
+/// `echo-server` with `args`, started by a shell that first sets
+/// `JOURNAL_STREAM` to the `DEVICE:INODE` of `file`, as systemd does.
+/// `/proc/self/fd/2` there is the pipe the test reads the log from (the
+/// shell's standard error, which the server inherits): the journal's case;
+/// any other file is the case of a variable inherited from a parent.
+fn with_journal_stream_of(file: &str, args: &[&str]) -> Command {
+    let server = server_command();
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"JOURNAL_STREAM=$(stat -L -c %d:%i "$1") && export JOURNAL_STREAM && shift && exec "$@""#)
+        .arg("sh")
+        .arg(file)
+        .arg(server.get_program())
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .env_remove("RUST_LOG_STYLE");
+    command
+}
+
+/// `echo-server` with `args` at `RUST_LOG=debug`, `JOURNAL_STREAM` set to
+/// `value`, or unset.
+fn with_journal_stream(value: Option<&str>, args: &[&str]) -> Command {
+    let mut command = server_command();
+    command.args(args).env("RUST_LOG", "debug");
+    match value {
+        Some(value) => command.env("JOURNAL_STREAM", value),
+        None => command.env_remove("JOURNAL_STREAM"),
+    };
+    command
+}
+
+/// Runs the server `command` starts (with `--max-connections 1`) through
+/// a log at every level it has: start-up (info, debug), one echo, a
+/// refused second connection (warn), the stop and its summary (info).
+/// Returns every line it logged.
+fn log_of_a_refusal(command: &mut Command) -> Vec<String> {
+    let mut server = EchoServer::spawn(command);
+    let addr = server.listening(1)[0];
+    let served = connect(addr);
+    round_trip(&served, b"the one allowed").expect("an echo");
+    let refused = connect(addr);
+    assert!(closed_by_peer(&refused), "the second connection was served");
+    server.line_containing(": refused: ");
+    drop((served, refused));
+    stop(server)
+}
+
+/// The level a line's `[LEVEL target]` names, after `prefix`.
+fn level_after<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix(prefix)?.strip_prefix('[')?;
+    PRIORITIES
+        .iter()
+        .map(|&(level, _)| level)
+        .find(|level| rest.starts_with(&format!("{level} ")))
+}
+
+/// Standard error is the journal (`JOURNAL_STREAM` holds its device and
+/// inode): every line starts with the priority of its level (debug `<7>`,
+/// info `<6>`, the refusal's warning `<4>`) and then the level, with no
+/// timestamp before it.
+#[test]
+fn on_the_journal_every_line_starts_with_the_priority_of_its_level() {
+    let lines = log_of_a_refusal(&mut with_journal_stream_of(
+        "/proc/self/fd/2",
+        &["-l", "127.0.0.1:0", "--max-connections", "1"],
+    ));
+    let mut seen = Vec::new();
+    for line in &lines {
+        let found = PRIORITIES
+            .iter()
+            .find(|&&(_, prefix)| level_after(line, prefix).is_some());
+        let Some(&(_, prefix)) = found else {
+            panic!("no priority and level at the start of {line:?}: {lines:#?}");
+        };
+        let level = level_after(line, prefix).unwrap();
+        let want = PRIORITIES.iter().find(|&&(l, _)| l == level).unwrap().1;
+        assert_eq!(prefix, want, "{level} line: {line:?}");
+        seen.push(prefix);
+    }
+    for prefix in ["<7>", "<6>", "<4>"] {
+        assert!(seen.contains(&prefix), "no {prefix} line: {lines:#?}");
+    }
+    let refusal = lines.iter().find(|l| l.contains(": refused: ")).unwrap();
+    assert!(refusal.starts_with("<4>[WARN "), "{refusal}");
+}
+
+/// An error that stops the server before it serves (its address is taken)
+/// goes to the journal at priority `<3>`.
+#[test]
+fn on_the_journal_an_error_that_ends_the_server_is_priority_3() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let server = EchoServer::spawn(&mut with_journal_stream_of(
+        "/proc/self/fd/2",
+        &["-l", &addr],
+    ));
+    let (status, lines) = server.finish();
+    assert_eq!(status.code(), Some(1), "{lines:#?}");
+    let error = lines
+        .iter()
+        .find(|l| l.contains("error: "))
+        .expect("an error line");
+    assert!(error.starts_with("<3>error: "), "{error:?}: {lines:#?}");
+}
+
+/// Fails unless no line of `lines` carries a priority, and each starts
+/// with env_logger's timestamp, as on a terminal.
+fn assert_plain(lines: &[String], case: &str) {
+    assert!(
+        lines.iter().any(|l| l.contains(": refused: ")),
+        "{case}: {lines:#?}"
+    );
+    for line in lines {
+        assert!(!line.starts_with('<'), "{case}: a priority on {line:?}");
+        let stamped = line
+            .strip_prefix('[')
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+        assert!(stamped, "{case}: no timestamp on {line:?}");
+    }
+}
+
+/// `JOURNAL_STREAM` naming another file (what a child inherits from a
+/// parent whose standard error was the journal) means no priorities: the
+/// lines are as on a terminal, timestamps and all.
+#[test]
+fn journal_stream_naming_another_file_adds_no_priority() {
+    let lines = log_of_a_refusal(&mut with_journal_stream_of(
+        "/dev/null",
+        &["-l", "127.0.0.1:0", "--max-connections", "1"],
+    ));
+    assert_plain(&lines, "JOURNAL_STREAM of /dev/null");
+}
+
+/// Without `JOURNAL_STREAM`, or with one that is not `DEVICE:INODE`, no
+/// line has a priority.
+#[test]
+fn without_a_valid_journal_stream_no_line_has_a_priority() {
+    let args = ["-l", "127.0.0.1:0", "--max-connections", "1"];
+    for value in [None, Some("not-a-stream"), Some("")] {
+        let lines = log_of_a_refusal(&mut with_journal_stream(value, &args));
+        assert_plain(&lines, &format!("JOURNAL_STREAM={value:?}"));
+    }
 }

@@ -23,7 +23,9 @@ use mio_echo_net::{describe, parse_socket_addr, raise_fd_limit, DEFAULT_ADDR};
 /// over UDP, where it is an amplifier: CERT CA-1996-01). Logs go to standard error; set RUST_LOG (error, warn, info,
 /// debug, trace) to choose how much. A log line standard error cannot take
 /// at once (an unread pipe, a paused terminal) is dropped and counted as
-/// log_dropped, never waited for. Under systemd it serves the sockets passed
+/// log_dropped, never waited for. When standard error is the systemd journal
+/// (JOURNAL_STREAM names it), each line starts with its syslog priority and
+/// carries no timestamp. Under systemd it serves the sockets passed
 /// by socket activation (LISTEN_FDS) and reports readiness (NOTIFY_SOCKET).
 ///
 /// Signals. SIGINT, SIGTERM: stop accepting, let owed bytes drain (for at
@@ -183,12 +185,18 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 
 /// Logs to standard error through a writer that never blocks the loop: a
 /// line the output cannot take at once is dropped and counted
-/// (`log_dropped`), see `mio_echo::logging`.
-fn init_logging() {
+/// (`log_dropped`), see `mio_echo::logging`. Returns whether standard
+/// error is the systemd journal, whose lines carry their priority and no
+/// timestamp.
+fn init_logging() -> bool {
     let stderr = logging::Stderr::open();
     let how = stderr.describe();
+    let journal = stderr.is_journal();
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if journal {
+        builder.format(logging::write_for_journal);
+    }
     // env_logger colours only its own stderr target by itself; keep the
     // colours at a terminal unless RUST_LOG_STYLE or NO_COLOR says otherwise.
     let asked = ["RUST_LOG_STYLE", "NO_COLOR"]
@@ -200,7 +208,23 @@ fn init_logging() {
     builder
         .target(env_logger::Target::Pipe(Box::new(stderr)))
         .init();
-    log::debug!("log output: standard error is {how}");
+    let journal_note = if journal { " (the journal)" } else { "" };
+    log::debug!("log output: standard error is {how}{journal_note}");
+    journal
+}
+
+/// Writes `line` to standard error even if it has to wait, for the lines
+/// that end the server; when standard error is the journal, with the
+/// priority of `level` in front of each of its lines (the journal takes
+/// every line for a record).
+fn say(journal: bool, level: log::Level, line: std::fmt::Arguments<'_>) {
+    if !journal {
+        eprintln!("{line}");
+        return;
+    }
+    for part in line.to_string().lines() {
+        eprintln!("{}{part}", logging::priority(level));
+    }
 }
 
 fn main() -> ExitCode {
@@ -208,7 +232,7 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => return usage_error(e),
     };
-    init_logging();
+    let journal = init_logging();
 
     // Each connection holds a descriptor; ask for every one we may have.
     if let Err(e) = raise_fd_limit() {
@@ -218,7 +242,7 @@ fn main() -> ExitCode {
     let inherited = match systemd::listen_fds() {
         Ok(fds) => fds,
         Err(e) => {
-            eprintln!("error: {e}");
+            say(journal, log::Level::Error, format_args!("error: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -254,13 +278,17 @@ fn main() -> ExitCode {
     };
     // Flags that parse but cannot go together are a usage error too.
     if let Err(e) = config.validate() {
-        eprintln!("error: {e} (see --help)");
+        say(
+            journal,
+            log::Level::Error,
+            format_args!("error: {e} (see --help)"),
+        );
         return ExitCode::from(2);
     }
     let group = match Group::bind(config) {
         Ok(group) => group,
         Err(e) => {
-            eprintln!("error: {e}");
+            say(journal, log::Level::Error, format_args!("error: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -275,12 +303,20 @@ fn main() -> ExitCode {
             if logging::dropped() > dropped {
                 // The log could not take the summary; the loop is done, so
                 // waiting for standard error harms no one now.
-                eprintln!("stopped: {summary}");
+                say(
+                    journal,
+                    log::Level::Info,
+                    format_args!("stopped: {summary}"),
+                );
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: the poll loop failed: {}", describe(&e));
+            say(
+                journal,
+                log::Level::Error,
+                format_args!("error: the poll loop failed: {}", describe(&e)),
+            );
             ExitCode::FAILURE
         }
     }
