@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use echo_bench::{connections, dial, pingpong, stream, LoadError, Outcome};
-use mio_echo_cli::usage_error;
 use mio_echo_net::DEFAULT_ADDR;
 
 /// A load generator for any TCP echo server (RFC 862) that checks every
@@ -161,9 +160,11 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `--generate man|bash|zsh|fish` (hidden) writes this command line's
+    // man page or completions; anything else parses as usual.
+    let cli = match mio_echo_cli::parse::<Cli>() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(status) => return status,
     };
     // Quiet unless asked: RUST_LOG=debug names every failed connection,
     // RUST_LOG=info marks the phases of a `connections` run.

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use echo_client::{self as client, ClientError, Options};
-use mio_echo_cli::usage_error;
 use mio_echo_net::{parse_socket_addr, DEFAULT_ADDR};
 
 /// A client for an RFC 862 echo server: sends standard input, prints the
@@ -65,9 +64,11 @@ fn parse_addr(s: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    // `--generate man|bash|zsh|fish` (hidden) writes this command line's
+    // man page or completions; anything else parses as usual.
+    let args = match mio_echo_cli::parse::<Args>() {
         Ok(args) => args,
-        Err(e) => return usage_error(e),
+        Err(status) => return status,
     };
     // Quiet unless asked: RUST_LOG=debug shows each address tried.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();

@@ -11,7 +11,6 @@ use clap::Parser;
 use mio_echo::config::{DEFAULT_RATE, DEFAULT_RATE_PER_SOURCE, MAX_RATE};
 use mio_echo::group::Group;
 use mio_echo::{logging, systemd, Config, Service};
-use mio_echo_cli::usage_error;
 use mio_echo_net::{describe, parse_socket_addr, raise_fd_limit, DEFAULT_ADDR};
 
 /// An RFC 862 echo server: every byte a client sends comes back to it, in
@@ -228,9 +227,11 @@ fn say(journal: bool, level: log::Level, line: std::fmt::Arguments<'_>) {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    // `--generate man|bash|zsh|fish` (hidden) writes this command line's
+    // man page or completions; anything else parses as usual.
+    let args = match mio_echo_cli::parse::<Args>() {
         Ok(args) => args,
-        Err(e) => return usage_error(e),
+        Err(status) => return status,
     };
     let journal = init_logging();
 

@@ -4,7 +4,8 @@
 //! killed if a test fails.
 //!
 //! On Linux, [`kernel`] adds what `/proc` says about a process and the
-//! kernel's TCP tables.
+//! kernel's TCP tables; [`docs`] checks a binary's man page and shell
+//! completions against its `--help`.
 //!
 //! A dev-dependency only, never published. The server's own tests add what
 //! only they need (the `echo-server` binary read from its log) in
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 
+pub mod docs;
 #[cfg(target_os = "linux")]
 pub mod kernel;
 #[cfg(target_os = "linux")]
