@@ -36,6 +36,7 @@
 //! | the bytes sent and how an echo is checked | [`pattern`] |
 //! | opening many connections at once, from several source addresses | [`dial`] |
 //! | failures by kind, latency histogram, the `result` line | [`report`] |
+//! | `--json`: the report as one JSON object | [`json`] |
 //! | the driver: one poll loop, its connections, their reads and writes, deadlines, closing | `src/driver.rs` |
 //! | a run: connections spread over loops, opened, started together | `src/run.rs` |
 //! | `pingpong`: messages and their round trips | [`pingpong`] |
@@ -58,6 +59,7 @@ use mio_echo_net::describe;
 pub mod connections;
 pub mod dial;
 mod driver;
+pub mod json;
 pub mod pattern;
 pub mod pingpong;
 pub mod report;

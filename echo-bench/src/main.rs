@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use echo_bench::{connections, dial, pingpong, stream, LoadError, Outcome};
+use echo_bench::{connections, dial, json, pingpong, stream, LoadError, Outcome};
 use mio_echo_cli::usage_error;
 use mio_echo_net::DEFAULT_ADDR;
 
@@ -28,6 +28,21 @@ use mio_echo_net::DEFAULT_ADDR;
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
+
+    /// Print the report as one JSON object on standard output, instead of
+    /// the summary and the result line: every pair of the result line, the
+    /// failures described, and `error` (null if every byte came back).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// How the report is printed on standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// The summary, then the `result` line.
+    Text,
+    /// One JSON object (`--json`).
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,63 +184,90 @@ fn main() -> ExitCode {
     // RUST_LOG=info marks the phases of a `connections` run.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
 
+    let format = if cli.json { Format::Json } else { Format::Text };
     match cli.mode {
-        Mode::Pingpong(a) => finish(pingpong::run(&pingpong::Options {
-            addr: a.server.addr,
-            connections: a.connections as usize,
-            size: usize::try_from(a.size).unwrap_or(usize::MAX),
-            depth: a.depth as usize,
-            duration: a.duration,
-            warmup: a.warmup,
-            timeout: a.server.timeout,
-            threads: a.threads as usize,
-        })),
-        Mode::Stream(a) => finish(stream::run(&stream::Options {
-            addr: a.server.addr,
-            bytes: a.bytes,
-            connections: a.connections as usize,
-            timeout: a.server.timeout,
-            max_time: a.max_time,
-            threads: a.threads as usize,
-        })),
-        Mode::Connections(a) => finish(connections::run(&connections::Options {
-            addr: a.server.addr,
-            count: a.count as usize,
-            hold: a.hold,
-            sources: a.sources.unwrap_or(0) as usize,
-            size: usize::try_from(a.size).unwrap_or(usize::MAX),
-            timeout: a.server.timeout,
-        })),
+        Mode::Pingpong(a) => finish(
+            format,
+            pingpong::run(&pingpong::Options {
+                addr: a.server.addr,
+                connections: a.connections as usize,
+                size: usize::try_from(a.size).unwrap_or(usize::MAX),
+                depth: a.depth as usize,
+                duration: a.duration,
+                warmup: a.warmup,
+                timeout: a.server.timeout,
+                threads: a.threads as usize,
+            }),
+        ),
+        Mode::Stream(a) => finish(
+            format,
+            stream::run(&stream::Options {
+                addr: a.server.addr,
+                bytes: a.bytes,
+                connections: a.connections as usize,
+                timeout: a.server.timeout,
+                max_time: a.max_time,
+                threads: a.threads as usize,
+            }),
+        ),
+        Mode::Connections(a) => finish(
+            format,
+            connections::run(&connections::Options {
+                addr: a.server.addr,
+                count: a.count as usize,
+                hold: a.hold,
+                sources: a.sources.unwrap_or(0) as usize,
+                size: usize::try_from(a.size).unwrap_or(usize::MAX),
+                timeout: a.server.timeout,
+            }),
+        ),
     }
 }
 
-/// Prints the report and the result line on standard output; if any
-/// connection failed, one `error:` line on standard error and status 1.
-fn finish(result: Result<impl Outcome, LoadError>) -> ExitCode {
-    match result {
-        Ok(report) => {
-            // Not `print!`: it panics if standard output is closed.
-            let mut out = io::stdout().lock();
-            let _ = write!(out, "{report}");
-            let _ = writeln!(out, "{}", report.result_line());
-            let _ = out.flush();
-            let failures = report.failures();
-            if failures.total() == 0 {
-                return ExitCode::SUCCESS;
+/// Prints the report and the result line (or, with `--json`, one JSON
+/// object) on standard output; if any connection failed, one `error:` line
+/// on standard error and status 1.
+fn finish(format: Format, result: Result<impl Outcome, LoadError>) -> ExitCode {
+    // Not `print!`: it panics if standard output is closed.
+    let print = |text: &str| {
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    };
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            if format == Format::Json {
+                print(&(json::load_error(&e) + "\n"));
             }
-            let _ = writeln!(
-                io::stderr().lock(),
-                "error: {}",
-                failures.summary(report.connections())
-            );
-            ExitCode::FAILURE
+            return load_error(e);
         }
+    };
+    match format {
+        Format::Text => print(&format!("{report}{}\n", report.result_line())),
+        Format::Json => print(&(json::report(&report) + "\n")),
+    }
+    let failures = report.failures();
+    if failures.total() == 0 {
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(
+        io::stderr().lock(),
+        "error: {}",
+        failures.summary(report.connections())
+    );
+    ExitCode::FAILURE
+}
+
+/// The `error:` line for a run that could not start, and its status.
+fn load_error(e: LoadError) -> ExitCode {
+    match e {
         // Options that parsed but do not fit together: a usage error.
-        Err(LoadError::Config(what)) => {
+        LoadError::Config(what) => {
             let _ = writeln!(io::stderr().lock(), "error: {what} (see --help)");
             ExitCode::from(2)
         }
-        Err(e) => {
+        e => {
             let _ = writeln!(io::stderr().lock(), "error: {e}");
             ExitCode::FAILURE
         }

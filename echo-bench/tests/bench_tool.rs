@@ -98,6 +98,8 @@ fn pingpong_counts_echoes_without_errors() {
     assert!(num(&r, "echoes") > 0.0, "{r:?}");
     assert!(num(&r, "echoes_per_sec") > 0.0, "{r:?}");
     assert!(num(&r, "p50_us") > 0.0 && num(&r, "p50_us") <= num(&r, "p999_us"));
+    // The summary's time to open is on the line too, as in `stream`.
+    assert!(num(&r, "connect_secs") >= 0.0, "{r:?}");
 }
 
 /// Pipelined (depth 4) over two loops: every byte still checks out.
@@ -145,6 +147,7 @@ fn stream_echoes_every_byte() {
     assert_eq!(r["echoed_bytes"], (4 << 20).to_string());
     assert_eq!(num(&r, "errors"), 0.0);
     assert!(num(&r, "mib_per_sec") > 0.0);
+    assert!(num(&r, "connect_secs") >= 0.0, "{r:?}");
 }
 
 /// Many connections from two source addresses open, echo and are held.
@@ -307,4 +310,94 @@ fn too_many_connections_for_one_process_says_how_to_split() {
         "{}",
         run.stderr
     );
+}
+
+/// Standard output as one JSON object; fails unless it is exactly that
+/// (whitespace aside), with nothing before or after.
+fn json_object(run: &Run) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::from_slice(&run.stdout) {
+        Ok(serde_json::Value::Object(map)) => map,
+        other => panic!(
+            "stdout is not one JSON object ({other:?}):\n{}",
+            String::from_utf8_lossy(&run.stdout)
+        ),
+    }
+}
+
+/// `--json` holds the result line's pairs: the same keys as a run without
+/// it, numbers as JSON numbers, and the figures that do not vary between
+/// runs equal; stdout holds that one object and nothing else.
+#[test]
+fn json_holds_every_pair_of_the_result_line() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let args = ["stream", "--addr", &addr, "--bytes", "1M", "-c", "2"];
+    let text = bench(&args);
+    text.assert_success();
+    let line = result_line(&text);
+    let run = bench(&[&args[..], &["--json"]].concat());
+    run.assert_success();
+    let object = json_object(&run);
+    let mut keys: Vec<&String> = object.keys().collect();
+    let mut expected: Vec<&String> = line.keys().collect();
+    let extra = ["failure_details".to_string(), "error".to_string()];
+    expected.extend(&extra);
+    keys.sort();
+    expected.sort();
+    assert_eq!(keys, expected);
+    for (key, value) in &line {
+        match value.parse::<f64>() {
+            Ok(_) => assert!(object[key].is_number(), "{key}: {}", object[key]),
+            Err(_) => assert_eq!(object[key], value.as_str(), "{key}"),
+        }
+    }
+    for key in ["connections", "threads", "bytes", "echoed_bytes", "errors"] {
+        assert_eq!(object[key].as_f64(), Some(num(&line, key)), "{key}");
+    }
+    assert_eq!(object["mode"], "stream");
+    assert_eq!(object["addr"], addr.as_str());
+    assert_eq!(object["echoed_bytes"], 1 << 20);
+    assert_eq!(object["failure_details"], serde_json::json!([]));
+    assert!(object["error"].is_null());
+}
+
+/// `--json` on a failed run: the counts by kind and the details in the
+/// object, the `error:` line on stderr as ever, status 1.
+#[test]
+fn json_reports_failures_with_their_details() {
+    let addr = corrupting_server(100).to_string();
+    let run = bench(&[
+        "pingpong", "--addr", &addr, "-c", "1", "-s", "64", "-d", "2", "--warmup", "0", "--json",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    run.assert_one_error_line();
+    let object = json_object(&run);
+    assert_eq!(object["mode"], "pingpong");
+    assert_eq!(object["errors"], 1);
+    assert_eq!(object["mismatches"], 1);
+    assert_eq!(object["resets"], 0);
+    let details = object["failure_details"].as_array().unwrap();
+    assert_eq!(details.len(), 1, "{details:?}");
+    let detail = details[0].as_str().unwrap();
+    assert!(detail.contains("echo differs at byte 100"), "{detail}");
+    let error = run.stderr_lines()[0].strip_prefix("error: ").unwrap();
+    assert_eq!(object["error"], error);
+}
+
+/// `--json` when the load cannot start: `{"error": ...}` alone on stdout,
+/// the same text as the `error:` line, status 1.
+#[test]
+fn json_reports_a_run_that_cannot_start() {
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let run = bench(&["stream", "--json", "--addr", &addr, "--bytes", "1K"]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    run.assert_one_error_line();
+    let object = json_object(&run);
+    let error = run.stderr_lines()[0].strip_prefix("error: ").unwrap();
+    assert_eq!(object.len(), 1, "{object:?}");
+    assert_eq!(object["error"], error);
+    assert!(error.contains("connection refused"), "{error}");
 }
