@@ -37,6 +37,7 @@
 //! | opening many connections at once, from several source addresses | [`dial`] |
 //! | failures by kind, latency histogram, the `result` line | [`report`] |
 //! | `--json`: the report as one JSON object | [`json`] |
+//! | the live progress line on a terminal | [`progress`] |
 //! | the driver: one poll loop, its connections, their reads and writes, deadlines, closing | `src/driver.rs` |
 //! | a run: connections spread over loops, opened, started together | `src/run.rs` |
 //! | `pingpong`: messages and their round trips | [`pingpong`] |
@@ -62,6 +63,7 @@ mod driver;
 pub mod json;
 pub mod pattern;
 pub mod pingpong;
+pub mod progress;
 pub mod report;
 mod run;
 pub mod stream;

@@ -3,13 +3,13 @@
 //!
 //! Everything else lives in the library; read `src/lib.rs` first.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use echo_bench::{connections, dial, json, pingpong, stream, LoadError, Outcome};
+use echo_bench::{connections, dial, json, pingpong, progress, stream, LoadError, Outcome};
 use mio_echo_cli::usage_error;
 use mio_echo_net::DEFAULT_ADDR;
 
@@ -18,7 +18,9 @@ use mio_echo_net::DEFAULT_ADDR;
 ///
 /// One mio poll loop drives every connection (one thread unless --threads
 /// says otherwise). Each mode prints a summary, then one line of
-/// `result key=value ...` for scripts.
+/// `result key=value ...` for scripts (or, with --json, one JSON object).
+/// When standard error is a terminal, a progress line there shows the load
+/// once a second.
 ///
 /// Exit status: 0 if every byte came back unchanged; 1 if any connection
 /// failed (refused, reset, closed early, a byte differed, or silent for
@@ -185,6 +187,10 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
 
     let format = if cli.json { Format::Json } else { Format::Text };
+    // A person watching: a line once a second. Never into a pipe or a file.
+    if io::stderr().is_terminal() {
+        progress::show();
+    }
     match cli.mode {
         Mode::Pingpong(a) => finish(
             format,
@@ -228,6 +234,7 @@ fn main() -> ExitCode {
 /// object) on standard output; if any connection failed, one `error:` line
 /// on standard error and status 1.
 fn finish(format: Format, result: Result<impl Outcome, LoadError>) -> ExitCode {
+    progress::clear();
     // Not `print!`: it panics if standard output is closed.
     let print = |text: &str| {
         let mut out = io::stdout().lock();

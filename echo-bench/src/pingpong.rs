@@ -409,6 +409,12 @@ impl Mode for PingPong<'_> {
         }
     }
 
+    /// Every byte echoed is checked and messages are consecutive, so this
+    /// is exact but for the one partly echoed on each connection.
+    fn echoes(&self) -> u64 {
+        self.tally.verified / self.size
+    }
+
     fn silence_limit(&self) -> Option<Duration> {
         Some(self.options.timeout)
     }

@@ -6,11 +6,15 @@
 use echo_test_kit as common;
 
 use std::collections::HashMap;
+use std::ffi::CStr;
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::{Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{run, server, Run};
 
@@ -400,4 +404,102 @@ fn json_reports_a_run_that_cannot_start() {
     assert_eq!(object.len(), 1, "{object:?}");
     assert_eq!(object["error"], error);
     assert!(error.contains("connection refused"), "{error}");
+}
+
+/// Under load for over a second with standard error a pipe: no progress
+/// line, standard error stays empty.
+#[test]
+fn no_progress_line_unless_stderr_is_a_terminal() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let run = bench(&[
+        "pingpong", "--addr", &addr, "-c", "2", "-d", "1.3", "--warmup", "0",
+    ]);
+    run.assert_success();
+    assert_eq!(num(&result_line(&run), "errors"), 0.0);
+}
+
+/// A pseudo-terminal: the master side, to read what the child writes, and
+/// the slave side, for the child's standard error.
+fn pty() -> (File, File) {
+    // SAFETY: posix_openpt returns a new descriptor (or -1), which File
+    // then owns; grantpt, unlockpt and ptsname_r act on that descriptor
+    // and write at most `name.len()` bytes into `name`.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        let master = File::from_raw_fd(master);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&master);
+        assert_eq!(libc::grantpt(fd), 0, "grantpt");
+        assert_eq!(libc::unlockpt(fd), 0, "unlockpt");
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+        let path = CStr::from_ptr(name.as_ptr()).to_str().unwrap().to_string();
+        let slave = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {path}: {e}"));
+        (master, slave)
+    }
+}
+
+/// With standard error a terminal, a run of 2.5 s under load rewrites a
+/// progress line in place at least twice and clears it at the end; with
+/// --json, standard output still holds the JSON object alone.
+#[test]
+fn a_terminal_sees_a_progress_line_every_second() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let (mut master, slave) = pty();
+    let started = Instant::now();
+    let mut child = {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_echo-bench"));
+        command
+            .args([
+                "pingpong", "--addr", &addr, "-c", "3", "-d", "2", "--warmup", "0.5", "--json",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(slave));
+        // The command, and with it our copy of the slave, ends here, so
+        // the master reads EOF (EIO) once the child exits.
+        common::Guarded::spawn(&mut command)
+    };
+    let stdout = common::drain(child.stdout.take().unwrap());
+    let terminal = thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Linux's master says EIO, not EOF, once no slave is open.
+        while let Ok(n @ 1..) = master.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let status = common::wait(&mut child, started);
+    let stdout = stdout.join().unwrap();
+    let terminal = terminal.join().unwrap();
+    assert!(status.success(), "{status}: {terminal:?}");
+    let lines: Vec<&str> = terminal
+        .split('\r')
+        .filter(|l| l.contains("s  conns 3  echoed "))
+        .collect();
+    assert!(lines.len() >= 2, "{terminal:?}");
+    for line in &lines {
+        assert!(line.ends_with("  failures 0\x1b[K"), "{line:?}");
+        assert!(line.contains(" echoes/s"), "{line:?}");
+    }
+    assert!(
+        terminal.ends_with("\r\x1b[K"),
+        "cleared at the end: {terminal:?}"
+    );
+    assert!(!terminal.contains('\n'), "only the line: {terminal:?}");
+    let object: serde_json::Value = serde_json::from_slice(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&stdout)));
+    assert_eq!(object["errors"], 0);
 }
