@@ -4,14 +4,13 @@
 //! Everything else lives in the library; read `src/lib.rs` first.
 
 use std::io::{self, IsTerminal, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use echo_bench::{connections, dial, json, pingpong, progress, stream, LoadError, Outcome};
+use echo_bench::{connections, dial, json, pingpong, progress, stream, target, LoadError, Outcome};
 use mio_echo_cli::usage_error;
-use mio_echo_net::DEFAULT_ADDR;
+use mio_echo_net::{parse_socket_addr, DEFAULT_ADDR};
 
 /// A load generator for any TCP echo server (RFC 862) that checks every
 /// byte it gets back.
@@ -68,13 +67,26 @@ enum Mode {
     Connections(ConnectionsArgs),
 }
 
+impl Mode {
+    /// The options every mode takes.
+    fn server(&self) -> &Server {
+        match self {
+            Mode::Pingpong(a) => &a.server,
+            Mode::Stream(a) => &a.server,
+            Mode::Connections(a) => &a.server,
+        }
+    }
+}
+
 /// Options every mode takes.
 #[derive(Args, Debug)]
 struct Server {
-    /// The echo server, as IP:PORT (`[::1]:PORT` for IPv6).
+    /// The echo server: IP:PORT, `[IPv6]:PORT`, `[IPv6%INTERFACE]:PORT` or
+    /// HOST:PORT (a name is resolved once, and the first of its addresses
+    /// that accepts a connection serves the whole run).
     #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_ADDR,
           value_parser = parse_addr)]
-    addr: SocketAddr,
+    addr: String,
 
     /// How many seconds a connection may take to open, and how long the
     /// server may leave it without an echo, before it counts as failed.
@@ -172,9 +184,23 @@ struct ConnectionsArgs {
     size: u64,
 }
 
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| "expected IP:PORT, such as 127.0.0.1:7007 or [::1]:7007".to_string())
+/// `--addr` as the resolver will take it: an IP and port, or a name and a
+/// port. A malformed one (no port, a port past 65535, a bracketed address
+/// that is not IPv6, an unknown interface) is a usage error here; whether
+/// a name resolves is found out when the run starts.
+fn parse_addr(s: &str) -> Result<String, String> {
+    const EXPECTED: &str =
+        "expected IP:PORT or HOST:PORT, such as 127.0.0.1:7007, [::1]:7007 or localhost:7007";
+    match parse_socket_addr(s) {
+        Ok(addr) => return Ok(addr.to_string()),
+        // Meant as an IPv6 address: say what is wrong with it.
+        Err(e) if s.starts_with('[') => return Err(e),
+        Err(_) => {}
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_string()),
+        _ => Err(EXPECTED.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -187,96 +213,95 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
 
     let format = if cli.json { Format::Json } else { Format::Text };
+    let server = cli.mode.server();
+    let addr = match target::resolve(&server.addr, server.timeout) {
+        Ok(addr) => addr,
+        Err(e) => return format.fail(e),
+    };
     // A person watching: a line once a second. Never into a pipe or a file.
     if io::stderr().is_terminal() {
         progress::show();
     }
     match cli.mode {
-        Mode::Pingpong(a) => finish(
-            format,
-            pingpong::run(&pingpong::Options {
-                addr: a.server.addr,
-                connections: a.connections as usize,
-                size: usize::try_from(a.size).unwrap_or(usize::MAX),
-                depth: a.depth as usize,
-                duration: a.duration,
-                warmup: a.warmup,
-                timeout: a.server.timeout,
-                threads: a.threads as usize,
-            }),
-        ),
-        Mode::Stream(a) => finish(
-            format,
-            stream::run(&stream::Options {
-                addr: a.server.addr,
-                bytes: a.bytes,
-                connections: a.connections as usize,
-                timeout: a.server.timeout,
-                max_time: a.max_time,
-                threads: a.threads as usize,
-            }),
-        ),
-        Mode::Connections(a) => finish(
-            format,
-            connections::run(&connections::Options {
-                addr: a.server.addr,
-                count: a.count as usize,
-                hold: a.hold,
-                sources: a.sources.unwrap_or(0) as usize,
-                size: usize::try_from(a.size).unwrap_or(usize::MAX),
-                timeout: a.server.timeout,
-            }),
-        ),
+        Mode::Pingpong(a) => format.finish(pingpong::run(&pingpong::Options {
+            addr,
+            connections: a.connections as usize,
+            size: usize::try_from(a.size).unwrap_or(usize::MAX),
+            depth: a.depth as usize,
+            duration: a.duration,
+            warmup: a.warmup,
+            timeout: a.server.timeout,
+            threads: a.threads as usize,
+        })),
+        Mode::Stream(a) => format.finish(stream::run(&stream::Options {
+            addr,
+            bytes: a.bytes,
+            connections: a.connections as usize,
+            timeout: a.server.timeout,
+            max_time: a.max_time,
+            threads: a.threads as usize,
+        })),
+        Mode::Connections(a) => format.finish(connections::run(&connections::Options {
+            addr,
+            count: a.count as usize,
+            hold: a.hold,
+            sources: a.sources.unwrap_or(0) as usize,
+            size: usize::try_from(a.size).unwrap_or(usize::MAX),
+            timeout: a.server.timeout,
+        })),
     }
 }
 
-/// Prints the report and the result line (or, with `--json`, one JSON
-/// object) on standard output; if any connection failed, one `error:` line
-/// on standard error and status 1.
-fn finish(format: Format, result: Result<impl Outcome, LoadError>) -> ExitCode {
-    progress::clear();
-    // Not `print!`: it panics if standard output is closed.
-    let print = |text: &str| {
-        let mut out = io::stdout().lock();
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.flush();
-    };
-    let report = match result {
-        Ok(report) => report,
-        Err(e) => {
-            if format == Format::Json {
-                print(&(json::load_error(&e) + "\n"));
+impl Format {
+    /// Prints the report and the result line (or, with `--json`, one JSON
+    /// object) on standard output; if any connection failed, one `error:`
+    /// line on standard error and status 1.
+    fn finish(self, result: Result<impl Outcome, LoadError>) -> ExitCode {
+        progress::clear();
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => return self.fail(e),
+        };
+        match self {
+            Format::Text => print(&format!("{report}{}\n", report.result_line())),
+            Format::Json => print(&(json::report(&report) + "\n")),
+        }
+        let failures = report.failures();
+        if failures.total() == 0 {
+            return ExitCode::SUCCESS;
+        }
+        let _ = writeln!(
+            io::stderr().lock(),
+            "error: {}",
+            failures.summary(report.connections())
+        );
+        ExitCode::FAILURE
+    }
+
+    /// The `error:` line (and, with `--json`, the object) for a run that
+    /// could not start, and its status.
+    fn fail(self, e: LoadError) -> ExitCode {
+        if self == Format::Json {
+            print(&(json::load_error(&e) + "\n"));
+        }
+        match e {
+            // Options that parsed but do not fit together: a usage error.
+            LoadError::Config(what) => {
+                let _ = writeln!(io::stderr().lock(), "error: {what} (see --help)");
+                ExitCode::from(2)
             }
-            return load_error(e);
+            e => {
+                let _ = writeln!(io::stderr().lock(), "error: {e}");
+                ExitCode::FAILURE
+            }
         }
-    };
-    match format {
-        Format::Text => print(&format!("{report}{}\n", report.result_line())),
-        Format::Json => print(&(json::report(&report) + "\n")),
     }
-    let failures = report.failures();
-    if failures.total() == 0 {
-        return ExitCode::SUCCESS;
-    }
-    let _ = writeln!(
-        io::stderr().lock(),
-        "error: {}",
-        failures.summary(report.connections())
-    );
-    ExitCode::FAILURE
 }
 
-/// The `error:` line for a run that could not start, and its status.
-fn load_error(e: LoadError) -> ExitCode {
-    match e {
-        // Options that parsed but do not fit together: a usage error.
-        LoadError::Config(what) => {
-            let _ = writeln!(io::stderr().lock(), "error: {what} (see --help)");
-            ExitCode::from(2)
-        }
-        e => {
-            let _ = writeln!(io::stderr().lock(), "error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+/// Writes `text` on standard output. Not `print!`: it panics if standard
+/// output is closed.
+fn print(text: &str) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }

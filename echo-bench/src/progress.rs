@@ -9,16 +9,17 @@
 //! terminal), so a library user, a pipe or a log file never sees it. Every
 //! mode gets it through the driver, which keeps what the line needs anyway
 //! (live connections, bytes checked, failures) and asks the mode only for
-//! its echoes ([`super::driver::Mode::echoes`]; a mode without messages
+//! its echoes (`Mode::echoes` in `src/driver.rs`; a mode without messages
 //! shows MiB/s instead).
 //!
 //! # What it costs the load
 //!
 //! Nothing on the hot path. Each loop adds what changed since it last
-//! published to a few process-wide relaxed atomics ([`Meter`]), at most
-//! once per [`TICK`] and only when the line is shown; the first loop prints
-//! the line when a second has passed. No thread of its own: a one-thread
-//! run stays single-threaded (see the crate docs for why that matters).
+//! published to a few process-wide relaxed atomics (its `Meter`), at most
+//! once per `TICK` (100 ms) and only when the line is shown; the first
+//! loop prints the line when a second has passed. No thread of its own: a
+//! one-thread run stays single-threaded (see the crate docs for why that
+//! matters).
 //!
 //! The counters are process-wide because the line describes the process:
 //! however many loops a run has, they add to the same totals.

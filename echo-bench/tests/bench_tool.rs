@@ -289,6 +289,9 @@ fn bad_flags_exit_2() {
         &["pingpong", "--duration", "0"],
         &["pingpong", "--depth", "0"],
         &["pingpong", "--addr", "localhost"],
+        &["pingpong", "--addr", "localhost:70000"],
+        &["pingpong", "--addr", ":7007"],
+        &["pingpong", "--addr", "[localhost]:7007"],
         &["stream", "--bytes", "-5"],
         &["stream", "--bytes", "2", "--connections", "3"],
         &["connections", "--sources", "300"],
@@ -502,4 +505,50 @@ fn a_terminal_sees_a_progress_line_every_second() {
     let object: serde_json::Value = serde_json::from_slice(&stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&stdout)));
     assert_eq!(object["errors"], 0);
+}
+
+/// A host name works: `localhost:PORT` reaches the server on 127.0.0.1,
+/// and the report names the address used.
+#[test]
+fn a_host_name_is_resolved_to_the_address_that_answers() {
+    let server = server();
+    let addr = server.addr();
+    let target = format!("localhost:{}", addr.port());
+    let run = bench(&["stream", "--addr", &target, "--bytes", "64K"]);
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(r["addr"], addr.to_string());
+    assert_eq!(r["echoed_bytes"], (64 << 10).to_string());
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.starts_with(&format!("stream to {addr}:")),
+        "{stdout}"
+    );
+}
+
+/// A name that does not resolve: one line saying so, status 1 (as
+/// echo-client), and at once, not after a connect timeout. (`.invalid` is
+/// reserved never to resolve; no answer comes from any network.)
+#[test]
+fn a_name_that_does_not_resolve_is_one_error_line() {
+    let run = bench(&[
+        "pingpong",
+        "--addr",
+        "nonexistent.invalid:7",
+        "-d",
+        "0.1",
+        "--timeout",
+        "30",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    run.assert_one_error_line();
+    assert!(
+        run.stderr
+            .starts_with("error: cannot resolve nonexistent.invalid:7: "),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty());
+    // The resolver's own answer; a stuck one would take its 5 s timeout.
+    assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
 }
