@@ -17,6 +17,8 @@
 //!   want it, the scan for silent connections every [`TICK`].
 //! * **Closing**: every connection leaves through one place, which counts
 //!   its fault by kind and tells the mode ([`Mode::closed`]).
+//! * **Progress**: when the progress line is shown ([`super::progress`]),
+//!   the loop's counts, published at most every `TICK` of that module.
 //!
 //! # The readiness contract
 //!
