@@ -443,13 +443,13 @@ impl<M: Mode> Driver<M> {
     /// If the progress line is shown: publishes the loop's counts when a
     /// publish is due, and returns the latest the loop may sleep until.
     fn progress(&mut self, now: Instant) -> Option<Instant> {
-        let mut meter = self.meter.take()?;
-        if meter.due(now) {
-            meter.publish(now, self.sample());
+        if self.meter.as_ref()?.due(now) {
+            let sample = self.sample();
+            if let Some(meter) = &mut self.meter {
+                meter.publish(now, sample);
+            }
         }
-        let wake = meter.wake();
-        self.meter = Some(meter);
-        Some(wake)
+        self.meter.as_ref().map(Meter::wake)
     }
 
     /// Drives connection `key` one step ([`step`]) and closes it if it
