@@ -17,6 +17,8 @@
 //!   want it, the scan for silent connections every [`TICK`].
 //! * **Closing**: every connection leaves through one place, which counts
 //!   its fault by kind and tells the mode ([`Mode::closed`]).
+//! * **Progress**: when the progress line is shown ([`super::progress`]),
+//!   the loop's counts, published at most every `TICK` of that module.
 //!
 //! # The readiness contract
 //!
@@ -50,6 +52,7 @@ use slab::Slab;
 
 use super::dial::Dialed;
 use super::pattern::{read_echo, Pattern};
+use super::progress::{Meter, Sample};
 use super::report::{Failures, Fault};
 use super::{LoadError, IO_CHUNK};
 
@@ -159,6 +162,14 @@ pub(crate) trait Mode {
     /// The connection is closing: finished, or `failed` (its fault is
     /// already counted).
     fn closed(&mut self, _conn: &Conn<Self::State>, _failed: bool) {}
+
+    /// Whole messages echoed so far, for the progress line's echoes/s
+    /// ([`super::progress`]); 0, the default, for a mode without messages.
+    /// Called at most once per [`super::progress::TICK`], and only when
+    /// the line is shown.
+    fn echoes(&self) -> u64 {
+        0
+    }
 }
 
 /// One connection: its socket and its progress through its pattern stream,
@@ -307,6 +318,11 @@ struct Driver<M: Mode> {
     pattern: Pattern,
     /// The one read buffer every echo passes through, allocated once.
     buf: Box<[u8]>,
+    /// Bytes echoed and checked on every connection of the loop, for the
+    /// progress line.
+    echoed: u64,
+    /// The loop's part in the progress line, if it is shown.
+    meter: Option<Meter<'static>>,
 }
 
 /// Runs `mode` over the connections `dialed` opened, on this thread, until
@@ -349,8 +365,14 @@ pub(crate) fn drive<M: Mode>(
         failures: std::mem::take(&mut dialed.failures),
         pattern: Pattern::new(),
         buf: vec![0u8; IO_CHUNK].into_boxed_slice(),
+        echoed: 0,
+        meter: Meter::for_loop(first, started),
     };
     let ended = driver.run(poll, events, started)?;
+    let sample = driver.sample();
+    if let Some(meter) = &mut driver.meter {
+        meter.finish(ended, sample);
+    }
     Ok(Ran {
         mode: driver.mode,
         failures: driver.failures,
@@ -396,6 +418,9 @@ impl<M: Mode> Driver<M> {
                 }
                 wake = wake.min(next_scan);
             }
+            if let Some(at) = self.progress(now) {
+                wake = wake.min(at);
+            }
             wait(poll, events, wake.saturating_duration_since(now))?;
             // Every event is a hint (see the module docs): `turn` acts on
             // what the system calls return.
@@ -405,6 +430,28 @@ impl<M: Mode> Driver<M> {
         }
     }
 
+    /// What the loop has counted, for the progress line.
+    fn sample(&self) -> Sample {
+        Sample {
+            live: self.conns.len() as u64,
+            echoed: self.echoed,
+            echoes: self.mode.echoes(),
+            failures: self.failures.total(),
+        }
+    }
+
+    /// If the progress line is shown: publishes the loop's counts when a
+    /// publish is due, and returns the latest the loop may sleep until.
+    fn progress(&mut self, now: Instant) -> Option<Instant> {
+        if self.meter.as_ref()?.due(now) {
+            let sample = self.sample();
+            if let Some(meter) = &mut self.meter {
+                meter.publish(now, sample);
+            }
+        }
+        self.meter.as_ref().map(Meter::wake)
+    }
+
     /// Drives connection `key` one step ([`step`]) and closes it if it
     /// finished or failed. `event` is `None` for the first turn, which
     /// only sends.
@@ -412,14 +459,17 @@ impl<M: Mode> Driver<M> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        match step(
+        let before = conn.received;
+        let next = step(
             &mut self.mode,
             conn,
             &self.pattern,
             &mut self.buf,
             event,
             now,
-        ) {
+        );
+        self.echoed += conn.received - before;
+        match next {
             Ok(Next::Continue) => {}
             Ok(Next::Done) => self.close(key, None),
             Err(fault) => self.close(key, Some(fault)),

@@ -34,8 +34,11 @@
 //! | concept | file |
 //! |---|---|
 //! | the bytes sent and how an echo is checked | [`pattern`] |
+//! | `--addr`: a name resolved, the address that answers | [`target`] |
 //! | opening many connections at once, from several source addresses | [`dial`] |
 //! | failures by kind, latency histogram, the `result` line | [`report`] |
+//! | `--json`: the report as one JSON object | [`json`] |
+//! | the live progress line on a terminal | [`progress`] |
 //! | the driver: one poll loop, its connections, their reads and writes, deadlines, closing | `src/driver.rs` |
 //! | a run: connections spread over loops, opened, started together | `src/run.rs` |
 //! | `pingpong`: messages and their round trips | [`pingpong`] |
@@ -58,11 +61,14 @@ use mio_echo_net::describe;
 pub mod connections;
 pub mod dial;
 mod driver;
+pub mod json;
 pub mod pattern;
 pub mod pingpong;
+pub mod progress;
 pub mod report;
 mod run;
 pub mod stream;
+pub mod target;
 
 pub use report::{Failure, Failures, Outcome, ResultLine};
 
@@ -88,6 +94,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum LoadError {
     /// The options ask for something impossible (a usage error).
     Config(String),
+    /// The server's name did not resolve to any address.
+    Resolve {
+        /// The address as given.
+        target: String,
+        /// What the resolver said.
+        source: io::Error,
+    },
     /// The process may not open enough descriptors for the connections.
     FdLimit {
         /// Connections asked for.
@@ -116,6 +129,9 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Config(what) => f.write_str(what),
+            LoadError::Resolve { target, source } => {
+                write!(f, "cannot resolve {target}: {}", describe(source))
+            }
             LoadError::FdLimit { connections, limit } => {
                 let per_process = limit.saturating_sub(RESERVED_FDS).max(1);
                 let processes = (*connections as u64).div_ceil(per_process);
@@ -155,6 +171,7 @@ impl std::error::Error for LoadError {
         match self {
             LoadError::Setup(_, source)
             | LoadError::Poll(source)
+            | LoadError::Resolve { source, .. }
             | LoadError::Connect { source, .. } => Some(source),
             LoadError::Config(_) | LoadError::FdLimit { .. } => None,
         }

@@ -3,21 +3,22 @@
 //!
 //! Everything else lives in the library; read `src/lib.rs` first.
 
-use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use echo_bench::{connections, dial, pingpong, stream, LoadError, Outcome};
-use mio_echo_net::DEFAULT_ADDR;
+use echo_bench::{connections, dial, json, pingpong, progress, stream, target, LoadError, Outcome};
+use mio_echo_net::{parse_socket_addr, DEFAULT_ADDR};
 
 /// A load generator for any TCP echo server (RFC 862) that checks every
 /// byte it gets back.
 ///
 /// One mio poll loop drives every connection (one thread unless --threads
 /// says otherwise). Each mode prints a summary, then one line of
-/// `result key=value ...` for scripts.
+/// `result key=value ...` for scripts (or, with --json, one JSON object).
+/// When standard error is a terminal, a progress line there shows the load
+/// once a second.
 ///
 /// Exit status: 0 if every byte came back unchanged; 1 if any connection
 /// failed (refused, reset, closed early, a byte differed, or silent for
@@ -27,6 +28,21 @@ use mio_echo_net::DEFAULT_ADDR;
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
+
+    /// Print the report as one JSON object on standard output, instead of
+    /// the summary and the result line: every pair of the result line, the
+    /// failures described, and `error` (null if every byte came back).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// How the report is printed on standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// The summary, then the `result` line.
+    Text,
+    /// One JSON object (`--json`).
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,13 +66,26 @@ enum Mode {
     Connections(ConnectionsArgs),
 }
 
+impl Mode {
+    /// The options every mode takes.
+    fn server(&self) -> &Server {
+        match self {
+            Mode::Pingpong(a) => &a.server,
+            Mode::Stream(a) => &a.server,
+            Mode::Connections(a) => &a.server,
+        }
+    }
+}
+
 /// Options every mode takes.
 #[derive(Args, Debug)]
 struct Server {
-    /// The echo server, as IP:PORT (`[::1]:PORT` for IPv6).
+    /// The echo server: IP:PORT, `[IPv6]:PORT`, `[IPv6%INTERFACE]:PORT` or
+    /// HOST:PORT (a name is resolved once, and the first of its addresses
+    /// that accepts a connection serves the whole run).
     #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_ADDR,
           value_parser = parse_addr)]
-    addr: SocketAddr,
+    addr: String,
 
     /// How many seconds a connection may take to open, and how long the
     /// server may leave it without an echo, before it counts as failed.
@@ -154,9 +183,23 @@ struct ConnectionsArgs {
     size: u64,
 }
 
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| "expected IP:PORT, such as 127.0.0.1:7007 or [::1]:7007".to_string())
+/// `--addr` as the resolver will take it: an IP and port, or a name and a
+/// port. A malformed one (no port, a port past 65535, a bracketed address
+/// that is not IPv6, an unknown interface) is a usage error here; whether
+/// a name resolves is found out when the run starts.
+fn parse_addr(s: &str) -> Result<String, String> {
+    const EXPECTED: &str =
+        "expected IP:PORT or HOST:PORT, such as 127.0.0.1:7007, [::1]:7007 or localhost:7007";
+    match parse_socket_addr(s) {
+        Ok(addr) => return Ok(addr.to_string()),
+        // Meant as an IPv6 address: say what is wrong with it.
+        Err(e) if s.starts_with('[') => return Err(e),
+        Err(_) => {}
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_string()),
+        _ => Err(EXPECTED.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -170,9 +213,19 @@ fn main() -> ExitCode {
     // RUST_LOG=info marks the phases of a `connections` run.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
 
+    let format = if cli.json { Format::Json } else { Format::Text };
+    let server = cli.mode.server();
+    let addr = match target::resolve(&server.addr, server.timeout) {
+        Ok(addr) => addr,
+        Err(e) => return format.fail(e),
+    };
+    // A person watching: a line once a second. Never into a pipe or a file.
+    if io::stderr().is_terminal() {
+        progress::show();
+    }
     match cli.mode {
-        Mode::Pingpong(a) => finish(pingpong::run(&pingpong::Options {
-            addr: a.server.addr,
+        Mode::Pingpong(a) => format.finish(pingpong::run(&pingpong::Options {
+            addr,
             connections: a.connections as usize,
             size: usize::try_from(a.size).unwrap_or(usize::MAX),
             depth: a.depth as usize,
@@ -181,16 +234,16 @@ fn main() -> ExitCode {
             timeout: a.server.timeout,
             threads: a.threads as usize,
         })),
-        Mode::Stream(a) => finish(stream::run(&stream::Options {
-            addr: a.server.addr,
+        Mode::Stream(a) => format.finish(stream::run(&stream::Options {
+            addr,
             bytes: a.bytes,
             connections: a.connections as usize,
             timeout: a.server.timeout,
             max_time: a.max_time,
             threads: a.threads as usize,
         })),
-        Mode::Connections(a) => finish(connections::run(&connections::Options {
-            addr: a.server.addr,
+        Mode::Connections(a) => format.finish(connections::run(&connections::Options {
+            addr,
             count: a.count as usize,
             hold: a.hold,
             sources: a.sources.unwrap_or(0) as usize,
@@ -200,35 +253,56 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints the report and the result line on standard output; if any
-/// connection failed, one `error:` line on standard error and status 1.
-fn finish(result: Result<impl Outcome, LoadError>) -> ExitCode {
-    match result {
-        Ok(report) => {
-            // Not `print!`: it panics if standard output is closed.
-            let mut out = io::stdout().lock();
-            let _ = write!(out, "{report}");
-            let _ = writeln!(out, "{}", report.result_line());
-            let _ = out.flush();
-            let failures = report.failures();
-            if failures.total() == 0 {
-                return ExitCode::SUCCESS;
+impl Format {
+    /// Prints the report and the result line (or, with `--json`, one JSON
+    /// object) on standard output; if any connection failed, one `error:`
+    /// line on standard error and status 1.
+    fn finish(self, result: Result<impl Outcome, LoadError>) -> ExitCode {
+        progress::clear();
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => return self.fail(e),
+        };
+        match self {
+            Format::Text => print(&format!("{report}{}\n", report.result_line())),
+            Format::Json => print(&(json::report(&report) + "\n")),
+        }
+        let failures = report.failures();
+        if failures.total() == 0 {
+            return ExitCode::SUCCESS;
+        }
+        let _ = writeln!(
+            io::stderr().lock(),
+            "error: {}",
+            failures.summary(report.connections())
+        );
+        ExitCode::FAILURE
+    }
+
+    /// The `error:` line (and, with `--json`, the object) for a run that
+    /// could not start, and its status.
+    fn fail(self, e: LoadError) -> ExitCode {
+        if self == Format::Json {
+            print(&(json::load_error(&e) + "\n"));
+        }
+        match e {
+            // Options that parsed but do not fit together: a usage error.
+            LoadError::Config(what) => {
+                let _ = writeln!(io::stderr().lock(), "error: {what} (see --help)");
+                ExitCode::from(2)
             }
-            let _ = writeln!(
-                io::stderr().lock(),
-                "error: {}",
-                failures.summary(report.connections())
-            );
-            ExitCode::FAILURE
-        }
-        // Options that parsed but do not fit together: a usage error.
-        Err(LoadError::Config(what)) => {
-            let _ = writeln!(io::stderr().lock(), "error: {what} (see --help)");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            let _ = writeln!(io::stderr().lock(), "error: {e}");
-            ExitCode::FAILURE
+            e => {
+                let _ = writeln!(io::stderr().lock(), "error: {e}");
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Writes `text` on standard output. Not `print!`: it panics if standard
+/// output is closed.
+fn print(text: &str) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }

@@ -105,9 +105,9 @@ impl Options {
 /// What a `pingpong` run measured.
 ///
 /// Result-line keys, in order: `mode=pingpong addr connections size depth
-/// threads warmup_secs duration_secs echoes echoes_per_sec mib_per_sec
-/// p50_us p99_us p999_us max_us verified_bytes`, then `errors` and the
-/// counts by kind (see [`super::report`]).
+/// threads connect_secs warmup_secs duration_secs echoes echoes_per_sec
+/// mib_per_sec p50_us p99_us p999_us max_us verified_bytes`, then `errors`
+/// and the counts by kind (see [`super::report`]).
 #[derive(Debug, Clone)]
 pub struct Report {
     /// What was asked for (`threads` as used: never more than connections).
@@ -204,6 +204,10 @@ impl Outcome for Report {
         line.push("size", o.size);
         line.push("depth", o.depth);
         line.push("threads", o.threads);
+        line.push(
+            "connect_secs",
+            format!("{:.3}", self.connect_time.as_secs_f64()),
+        );
         line.push("warmup_secs", format!("{:.3}", o.warmup.as_secs_f64()));
         line.push(
             "duration_secs",
@@ -403,6 +407,12 @@ impl Mode for PingPong<'_> {
             let rtt = now.saturating_duration_since(conn.state.sent_at[(m % depth) as usize]);
             self.tally.echo(now, rtt);
         }
+    }
+
+    /// The checked bytes in whole messages: off by less than one message
+    /// per connection (those partly echoed), close enough for a rate.
+    fn echoes(&self) -> u64 {
+        self.tally.verified / self.size
     }
 
     fn silence_limit(&self) -> Option<Duration> {

@@ -357,6 +357,11 @@ impl ResultLine {
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Every pair, in the order they print (for [`super::json`]).
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.fields.iter().map(|(k, v)| (*k, v.as_str()))
+    }
 }
 
 impl fmt::Display for ResultLine {

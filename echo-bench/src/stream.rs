@@ -90,8 +90,9 @@ impl Options {
 
 /// What a `stream` run measured.
 ///
-/// Result-line keys, in order: `mode=stream addr connections threads bytes
-/// echoed_bytes secs mib_per_sec`, then `errors` and the counts by kind.
+/// Result-line keys, in order: `mode=stream addr connections threads
+/// connect_secs bytes echoed_bytes secs mib_per_sec`, then `errors` and the
+/// counts by kind.
 #[derive(Debug, Clone)]
 pub struct Report {
     /// What was asked for (`threads` as used: never more than connections).
@@ -160,6 +161,10 @@ impl Outcome for Report {
         let o = &self.options;
         line.push("connections", o.connections);
         line.push("threads", o.threads);
+        line.push(
+            "connect_secs",
+            format!("{:.3}", self.connect_time.as_secs_f64()),
+        );
         line.push("bytes", o.bytes);
         line.push("echoed_bytes", self.echoed);
         line.push("secs", format!("{:.3}", self.elapsed.as_secs_f64()));

@@ -6,11 +6,15 @@
 use echo_test_kit as common;
 
 use std::collections::HashMap;
+use std::ffi::CStr;
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::{Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{run, server, Run};
 
@@ -98,6 +102,8 @@ fn pingpong_counts_echoes_without_errors() {
     assert!(num(&r, "echoes") > 0.0, "{r:?}");
     assert!(num(&r, "echoes_per_sec") > 0.0, "{r:?}");
     assert!(num(&r, "p50_us") > 0.0 && num(&r, "p50_us") <= num(&r, "p999_us"));
+    // The summary's time to open is on the line too, as in `stream`.
+    assert!(num(&r, "connect_secs") >= 0.0, "{r:?}");
 }
 
 /// Pipelined (depth 4) over two loops: every byte still checks out.
@@ -145,6 +151,7 @@ fn stream_echoes_every_byte() {
     assert_eq!(r["echoed_bytes"], (4 << 20).to_string());
     assert_eq!(num(&r, "errors"), 0.0);
     assert!(num(&r, "mib_per_sec") > 0.0);
+    assert!(num(&r, "connect_secs") >= 0.0, "{r:?}");
 }
 
 /// Many connections from two source addresses open, echo and are held.
@@ -282,6 +289,9 @@ fn bad_flags_exit_2() {
         &["pingpong", "--duration", "0"],
         &["pingpong", "--depth", "0"],
         &["pingpong", "--addr", "localhost"],
+        &["pingpong", "--addr", "localhost:70000"],
+        &["pingpong", "--addr", ":7007"],
+        &["pingpong", "--addr", "[localhost]:7007"],
         &["stream", "--bytes", "-5"],
         &["stream", "--bytes", "2", "--connections", "3"],
         &["connections", "--sources", "300"],
@@ -307,4 +317,238 @@ fn too_many_connections_for_one_process_says_how_to_split() {
         "{}",
         run.stderr
     );
+}
+
+/// Standard output as one JSON object; fails unless it is exactly that
+/// (whitespace aside), with nothing before or after.
+fn json_object(run: &Run) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::from_slice(&run.stdout) {
+        Ok(serde_json::Value::Object(map)) => map,
+        other => panic!(
+            "stdout is not one JSON object ({other:?}):\n{}",
+            String::from_utf8_lossy(&run.stdout)
+        ),
+    }
+}
+
+/// `--json` holds the result line's pairs: the same keys as a run without
+/// it, numbers as JSON numbers, and the figures that do not vary between
+/// runs equal; stdout holds that one object and nothing else.
+#[test]
+fn json_holds_every_pair_of_the_result_line() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let args = ["stream", "--addr", &addr, "--bytes", "1M", "-c", "2"];
+    let text = bench(&args);
+    text.assert_success();
+    let line = result_line(&text);
+    let run = bench(&[&args[..], &["--json"]].concat());
+    run.assert_success();
+    let object = json_object(&run);
+    let mut keys: Vec<&String> = object.keys().collect();
+    let mut expected: Vec<&String> = line.keys().collect();
+    let extra = ["failure_details".to_string(), "error".to_string()];
+    expected.extend(&extra);
+    keys.sort();
+    expected.sort();
+    assert_eq!(keys, expected);
+    for (key, value) in &line {
+        match value.parse::<f64>() {
+            Ok(_) => assert!(object[key].is_number(), "{key}: {}", object[key]),
+            Err(_) => assert_eq!(object[key], value.as_str(), "{key}"),
+        }
+    }
+    for key in ["connections", "threads", "bytes", "echoed_bytes", "errors"] {
+        assert_eq!(object[key].as_f64(), Some(num(&line, key)), "{key}");
+    }
+    assert_eq!(object["mode"], "stream");
+    assert_eq!(object["addr"], addr.as_str());
+    assert_eq!(object["echoed_bytes"], 1 << 20);
+    assert_eq!(object["failure_details"], serde_json::json!([]));
+    assert!(object["error"].is_null());
+}
+
+/// `--json` on a failed run: the counts by kind and the details in the
+/// object, the `error:` line on stderr as ever, status 1.
+#[test]
+fn json_reports_failures_with_their_details() {
+    let addr = corrupting_server(100).to_string();
+    let run = bench(&[
+        "pingpong", "--addr", &addr, "-c", "1", "-s", "64", "-d", "2", "--warmup", "0", "--json",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    run.assert_one_error_line();
+    let object = json_object(&run);
+    assert_eq!(object["mode"], "pingpong");
+    assert_eq!(object["errors"], 1);
+    assert_eq!(object["mismatches"], 1);
+    assert_eq!(object["resets"], 0);
+    let details = object["failure_details"].as_array().unwrap();
+    assert_eq!(details.len(), 1, "{details:?}");
+    let detail = details[0].as_str().unwrap();
+    assert!(detail.contains("echo differs at byte 100"), "{detail}");
+    let error = run.stderr_lines()[0].strip_prefix("error: ").unwrap();
+    assert_eq!(object["error"], error);
+}
+
+/// `--json` when the load cannot start: `{"error": ...}` alone on stdout,
+/// the same text as the `error:` line, status 1.
+#[test]
+fn json_reports_a_run_that_cannot_start() {
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let run = bench(&["stream", "--json", "--addr", &addr, "--bytes", "1K"]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    run.assert_one_error_line();
+    let object = json_object(&run);
+    let error = run.stderr_lines()[0].strip_prefix("error: ").unwrap();
+    assert_eq!(object.len(), 1, "{object:?}");
+    assert_eq!(object["error"], error);
+    assert!(error.contains("connection refused"), "{error}");
+}
+
+/// Under load for over a second with standard error a pipe: no progress
+/// line, standard error stays empty.
+#[test]
+fn no_progress_line_unless_stderr_is_a_terminal() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let run = bench(&[
+        "pingpong", "--addr", &addr, "-c", "2", "-d", "1.3", "--warmup", "0",
+    ]);
+    run.assert_success();
+    assert_eq!(num(&result_line(&run), "errors"), 0.0);
+}
+
+/// A pseudo-terminal: the master side, to read what the child writes, and
+/// the slave side, for the child's standard error.
+fn pty() -> (File, File) {
+    // SAFETY: posix_openpt returns a new descriptor (or -1), which File
+    // then owns; grantpt, unlockpt and ptsname_r act on that descriptor
+    // and write at most `name.len()` bytes into `name`.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        let master = File::from_raw_fd(master);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&master);
+        assert_eq!(libc::grantpt(fd), 0, "grantpt");
+        assert_eq!(libc::unlockpt(fd), 0, "unlockpt");
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+        let path = CStr::from_ptr(name.as_ptr()).to_str().unwrap().to_string();
+        let slave = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {path}: {e}"));
+        (master, slave)
+    }
+}
+
+/// With standard error a terminal, a run of 2.5 s under load rewrites a
+/// progress line in place at least twice and clears it at the end; with
+/// --json, standard output still holds the JSON object alone.
+#[test]
+fn a_terminal_sees_a_progress_line_every_second() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let (mut master, slave) = pty();
+    let started = Instant::now();
+    let mut child = {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_echo-bench"));
+        command
+            .args([
+                "pingpong", "--addr", &addr, "-c", "3", "-d", "2", "--warmup", "0.5", "--json",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(slave));
+        // The command, and with it our copy of the slave, ends here, so
+        // the master reads EOF (EIO) once the child exits.
+        common::Guarded::spawn(&mut command)
+    };
+    let stdout = common::drain(child.stdout.take().unwrap());
+    let terminal = thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Linux's master says EIO, not EOF, once no slave is open.
+        while let Ok(n @ 1..) = master.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let status = common::wait(&mut child, started);
+    let stdout = stdout.join().unwrap();
+    let terminal = terminal.join().unwrap();
+    assert!(status.success(), "{status}: {terminal:?}");
+    let lines: Vec<&str> = terminal
+        .split('\r')
+        .filter(|l| l.contains("s  conns 3  echoed "))
+        .collect();
+    assert!(lines.len() >= 2, "{terminal:?}");
+    for line in &lines {
+        assert!(line.ends_with("  failures 0\x1b[K"), "{line:?}");
+        assert!(line.contains(" echoes/s"), "{line:?}");
+    }
+    assert!(
+        terminal.ends_with("\r\x1b[K"),
+        "cleared at the end: {terminal:?}"
+    );
+    assert!(!terminal.contains('\n'), "only the line: {terminal:?}");
+    let object: serde_json::Value = serde_json::from_slice(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&stdout)));
+    assert_eq!(object["errors"], 0);
+}
+
+/// A host name works: `localhost:PORT` reaches the server on 127.0.0.1,
+/// and the report names the address used.
+#[test]
+fn a_host_name_is_resolved_to_the_address_that_answers() {
+    let server = server();
+    let addr = server.addr();
+    let target = format!("localhost:{}", addr.port());
+    let run = bench(&["stream", "--addr", &target, "--bytes", "64K"]);
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(r["addr"], addr.to_string());
+    assert_eq!(r["echoed_bytes"], (64 << 10).to_string());
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.starts_with(&format!("stream to {addr}:")),
+        "{stdout}"
+    );
+}
+
+/// A name that does not resolve: one line saying so, status 1 (as
+/// echo-client), and at once, not after a connect timeout. (`.invalid` is
+/// reserved never to resolve; no answer comes from any network.)
+#[test]
+fn a_name_that_does_not_resolve_is_one_error_line() {
+    let run = bench(&[
+        "pingpong",
+        "--addr",
+        "nonexistent.invalid:7",
+        "-d",
+        "0.1",
+        "--timeout",
+        "30",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    run.assert_one_error_line();
+    assert!(
+        run.stderr
+            .starts_with("error: cannot resolve nonexistent.invalid:7: "),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty());
+    // The resolver's own answer; a stuck one would take its 5 s timeout.
+    assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
 }
