@@ -213,11 +213,7 @@ fn finish(result: Result<impl Outcome, LoadError>) -> ExitCode {
             if failures.total() == 0 {
                 return ExitCode::SUCCESS;
             }
-            let _ = writeln!(
-                io::stderr().lock(),
-                "error: {}",
-                failures.summary(report.connections())
-            );
+            let _ = writeln!(io::stderr().lock(), "error: {}", report.failure_summary());
             ExitCode::FAILURE
         }
         // Options that parsed but do not fit together: a usage error.

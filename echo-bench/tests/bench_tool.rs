@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -170,7 +171,55 @@ fn connections_open_from_two_sources_echo_and_hold() {
     assert_eq!(r["opened"], "200");
     assert_eq!(r["echoed"], "200");
     assert_eq!(r["held"], "200");
+    assert_eq!(r["eofs"], "200");
     assert_eq!(num(&r, "errors"), 0.0);
+}
+
+/// Echoes until the client's EOF, then keeps the connection open (never
+/// sends its own EOF) until the test drops the returned sender.
+fn server_keeping_open_after_eof() -> (SocketAddr, mpsc::Sender<()>) {
+    let (release, held) = mpsc::channel::<()>();
+    let addr = fake_server(move |mut stream| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                let _ = held.recv_timeout(common::IO_TIMEOUT);
+                return;
+            }
+            if stream.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, release)
+}
+
+/// `connections` ends each held connection with our half-close and
+/// expects the server's EOF: a server that keeps it open fails it within
+/// --timeout.
+#[test]
+fn connections_fail_a_server_that_never_closes_after_our_eof() {
+    let (addr, release) = server_keeping_open_after_eof();
+    let addr = addr.to_string();
+    let run = bench(&[
+        "connections",
+        "--addr",
+        &addr,
+        "--count",
+        "1",
+        "--timeout",
+        "0.5",
+    ]);
+    drop(release);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let r = result_line(&run);
+    assert_eq!(r["held"], "1");
+    assert_eq!(r["eofs"], "0");
+    assert_eq!(num(&r, "timeouts"), 1.0, "{r:?}");
+    assert_eq!(num(&r, "errors"), 1.0, "{r:?}");
+    run.assert_one_error_line();
+    assert!(run.stderr.contains("no EOF"), "{}", run.stderr);
+    assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
 }
 
 /// One flipped byte is found, named, counted, and fails the run.
