@@ -59,6 +59,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 
+use super::alarm::Alarm;
 use super::dial::{self, Dialed, Opener};
 use super::pattern::{read_echo, Pattern};
 use super::report::{Failures, Fault};
@@ -73,6 +74,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// The most connections one turn of the loop opens ([`Mode::next_open`]),
 /// so that a schedule far behind cannot keep the loop from its events.
 const OPENS_PER_TURN: usize = 256;
+
+/// The token of the loop's [`Alarm`]: beyond any slab key.
+const ALARM: Token = Token(usize::MAX);
 
 /// What a mode decided about one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,9 +387,9 @@ pub(crate) struct Ran<M> {
 struct Driver<M: Mode> {
     mode: M,
     conns: Slab<Conn<M::State>>,
-    /// How to open connections during the run; `None` when all were
-    /// dialed up front.
-    opener: Option<Opener>,
+    /// How to open connections during the run, and the alarm that wakes
+    /// the loop when the next is due; `None` when all were dialed up front.
+    opener: Option<(Opener, Alarm)>,
     failures: Failures,
     pattern: Pattern,
     /// The one read buffer every echo passes through, allocated once.
@@ -438,12 +442,13 @@ pub(crate) fn drive_opening<M: Mode>(
     events: &mut Events,
     opener: Opener,
 ) -> Result<Ran<M>, LoadError> {
+    let alarm = Alarm::new(poll.registry(), ALARM).map_err(|e| LoadError::Setup("timer", e))?;
     let started = Instant::now();
     mode.start(started);
     let driver = Driver {
         mode,
         conns: Slab::new(),
-        opener: Some(opener),
+        opener: Some((opener, alarm)),
         failures: Failures::default(),
         pattern: Pattern::new(),
         buf: vec![0u8; IO_CHUNK].into_boxed_slice(),
@@ -483,6 +488,9 @@ impl<M: Mode> Driver<M> {
         let mut next_scan = started + TICK;
         loop {
             let now = Instant::now();
+            // Connections due to open before a deadline open before its
+            // timer moves the mode on.
+            self.open_due(poll.registry(), now);
             if now >= self.mode.deadline() {
                 let flow = self.mode.on_timer(now, self.conns.len());
                 self.sweep(now);
@@ -493,13 +501,20 @@ impl<M: Mode> Driver<M> {
                 // waiting.
                 continue;
             }
-            self.open_due(poll.registry(), now);
             if M::ENDS_WHEN_ALL_CLOSED && self.conns.is_empty() {
                 return Ok(now);
             }
             let mut wake = self.mode.deadline();
             if let Some(at) = self.mode.open_due() {
-                wake = wake.min(at);
+                match &mut self.opener {
+                    // More were due than one turn opens: go on at once.
+                    _ if at <= now => wake = now,
+                    // To the microsecond, not the poll's millisecond.
+                    Some((_, alarm)) => alarm
+                        .set(at, now)
+                        .map_err(|e| LoadError::Setup("timer", e))?,
+                    None => wake = wake.min(at),
+                }
             }
             if let Some(limit) = silence {
                 if now >= next_scan {
@@ -512,6 +527,12 @@ impl<M: Mode> Driver<M> {
             // Every event is a hint (see the module docs): `turn` acts on
             // what the system calls return.
             for event in events.iter() {
+                if event.token() == ALARM {
+                    if let Some((_, alarm)) = &mut self.opener {
+                        alarm.fired();
+                    }
+                    continue;
+                }
                 self.turn(event.token().0, Some(event), Instant::now());
             }
         }
@@ -567,7 +588,7 @@ impl<M: Mode> Driver<M> {
     /// Opens the connections the mode wants opened by `now` (at most
     /// [`OPENS_PER_TURN`]), each registered under a vacant key.
     fn open_due(&mut self, registry: &Registry, now: Instant) {
-        let Some(opener) = &self.opener else {
+        let Some((opener, _)) = &self.opener else {
             return;
         };
         for _ in 0..OPENS_PER_TURN {

@@ -38,9 +38,11 @@
 //! | failures by kind, latency histogram, the `result` line | [`report`] |
 //! | the driver: one poll loop, its connections, their reads and writes, deadlines, closing | `src/driver.rs` |
 //! | a run: connections spread over loops, opened, started together | `src/run.rs` |
+//! | waking a loop on time for a schedule (a `timerfd`, not the poll's milliseconds) | `src/alarm.rs` |
 //! | `pingpong`: messages and their round trips | [`pingpong`] |
 //! | `stream`: full-duplex bulk transfer | [`stream`] |
 //! | `connections`: many idle connections at once | [`connections`] |
+//! | `churn`: connections opened, echoed over and closed at a rate | [`churn`] |
 //!
 //! Read [`pattern`] and [`dial`] first, then the driver: it owns the loop,
 //! and each mode is only the logic it plugs in (its `Mode` hooks: what to
@@ -55,6 +57,8 @@ use std::time::Duration;
 use mio_echo_net as net;
 use mio_echo_net::describe;
 
+mod alarm;
+pub mod churn;
 pub mod connections;
 pub mod dial;
 mod driver;

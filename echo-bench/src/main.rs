@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use echo_bench::{connections, dial, pingpong, stream, LoadError, Outcome};
+use echo_bench::{churn, connections, dial, pingpong, stream, LoadError, Outcome};
 use mio_echo_cli::usage_error;
 use mio_echo_net::DEFAULT_ADDR;
 
@@ -49,6 +49,15 @@ enum Mode {
     /// limited by the ephemeral port range. One process can hold about as
     /// many connections as its open-file limit (raised to the hard limit).
     Connections(ConnectionsArgs),
+    /// Connections opened, echoed over and closed at a rate: connect and
+    /// first-echo percentiles.
+    ///
+    /// Connection k is due k/--rate seconds in (an open loop: a slow server
+    /// does not slow the schedule). Each connects, sends one --size
+    /// message, checks the echo, half-closes and expects exactly the
+    /// server's EOF. Connect time runs from the intended start, so a late
+    /// start counts against the server.
+    Churn(ChurnArgs),
 }
 
 /// Options every mode takes.
@@ -155,6 +164,41 @@ struct ConnectionsArgs {
     size: u64,
 }
 
+#[derive(Args, Debug)]
+struct ChurnArgs {
+    #[command(flatten)]
+    server: Server,
+
+    /// Connections to start per second.
+    #[arg(short, long, value_name = "PER_SEC", default_value_t = 100.0)]
+    rate: f64,
+
+    /// Seconds to start connections for.
+    #[arg(short, long, value_name = "SECS", default_value = "5",
+          value_parser = mio_echo_cli::positive_secs, allow_negative_numbers = true)]
+    duration: Duration,
+
+    /// The most connections open at once. A start that finds this many
+    /// open waits for a close, and is counted: the server did not keep up.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+
+    /// Bytes in each connection's one message.
+    #[arg(short, long, value_name = "BYTES", default_value = "32", value_parser = mio_echo_cli::bytes)]
+    size: u64,
+
+    /// Source addresses 127.0.0.1 to 127.0.0.K to bind, in turn. Each
+    /// closed connection holds its port on our side in TIME_WAIT for 60 s
+    /// (we half-close first), and one address holds about 10000 such
+    /// ports comfortably: about 166 connections/s sustained. Default: one
+    /// address per 10000 connections started within a minute (--rate x
+    /// min(--duration, 60)). For an IPv4 loopback server only.
+    #[arg(long, value_name = "K",
+          value_parser = clap::value_parser!(u32).range(1..=dial::MAX_SOURCES as i64))]
+    sources: Option<u32>,
+}
+
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse()
         .map_err(|_| "expected IP:PORT, such as 127.0.0.1:7007 or [::1]:7007".to_string())
@@ -194,6 +238,15 @@ fn main() -> ExitCode {
             hold: a.hold,
             sources: a.sources.unwrap_or(0) as usize,
             size: usize::try_from(a.size).unwrap_or(usize::MAX),
+            timeout: a.server.timeout,
+        })),
+        Mode::Churn(a) => finish(churn::run(&churn::Options {
+            addr: a.server.addr,
+            rate: a.rate,
+            duration: a.duration,
+            concurrency: a.concurrency as usize,
+            size: usize::try_from(a.size).unwrap_or(usize::MAX),
+            sources: a.sources.unwrap_or(0) as usize,
             timeout: a.server.timeout,
         })),
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -175,15 +175,36 @@ fn connections_open_from_two_sources_echo_and_hold() {
     assert_eq!(num(&r, "errors"), 0.0);
 }
 
-/// Echoes until the client's EOF, then keeps the connection open (never
-/// sends its own EOF) until the test drops the returned sender.
-fn server_keeping_open_after_eof() -> (SocketAddr, mpsc::Sender<()>) {
-    let (release, held) = mpsc::channel::<()>();
-    let addr = fake_server(move |mut stream| {
+/// A fake server for up to `count` connections, each served by `serve` on
+/// a thread of its own.
+fn fake_servers(count: usize, serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = Arc::new(serve);
+    thread::spawn(move || {
+        for _ in 0..count {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let _ = stream.set_read_timeout(Some(common::IO_TIMEOUT));
+            let serve = Arc::clone(&serve);
+            thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
+
+/// Echoes until the client's EOF, then keeps each connection open (never
+/// sends its own EOF): the streams go to the returned receiver, and close
+/// when the test drops it.
+fn server_keeping_open_after_eof(count: usize) -> (SocketAddr, mpsc::Receiver<TcpStream>) {
+    let (keep, kept) = mpsc::channel::<TcpStream>();
+    let keep = Mutex::new(keep);
+    let addr = fake_servers(count, move |mut stream| {
         let mut buf = [0u8; 4096];
         while let Ok(n) = stream.read(&mut buf) {
             if n == 0 {
-                let _ = held.recv_timeout(common::IO_TIMEOUT);
+                let _ = keep.lock().unwrap().send(stream);
                 return;
             }
             if stream.write_all(&buf[..n]).is_err() {
@@ -191,7 +212,7 @@ fn server_keeping_open_after_eof() -> (SocketAddr, mpsc::Sender<()>) {
             }
         }
     });
-    (addr, release)
+    (addr, kept)
 }
 
 /// `connections` ends each held connection with our half-close and
@@ -199,7 +220,7 @@ fn server_keeping_open_after_eof() -> (SocketAddr, mpsc::Sender<()>) {
 /// --timeout.
 #[test]
 fn connections_fail_a_server_that_never_closes_after_our_eof() {
-    let (addr, release) = server_keeping_open_after_eof();
+    let (addr, kept) = server_keeping_open_after_eof(1);
     let addr = addr.to_string();
     let run = bench(&[
         "connections",
@@ -210,7 +231,7 @@ fn connections_fail_a_server_that_never_closes_after_our_eof() {
         "--timeout",
         "0.5",
     ]);
-    drop(release);
+    drop(kept);
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
     let r = result_line(&run);
     assert_eq!(r["held"], "1");
@@ -356,4 +377,122 @@ fn too_many_connections_for_one_process_says_how_to_split() {
         "{}",
         run.stderr
     );
+}
+
+/// `churn` against a real server: every connection due in the window
+/// starts, echoes and closes cleanly, at the rate asked, with its times.
+#[test]
+fn churn_opens_echoes_and_closes_at_the_rate() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let run = bench(&["churn", "--addr", &addr, "--rate", "200", "-d", "1"]);
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(r["mode"], "churn");
+    assert_eq!(r["requested"], "200");
+    assert_eq!(r["started"], "200");
+    assert_eq!(r["completed"], "200");
+    assert_eq!(num(&r, "conns_per_sec"), 200.0, "{r:?}");
+    assert_eq!(num(&r, "held_back") + num(&r, "missed"), 0.0, "{r:?}");
+    assert_eq!(num(&r, "errors"), 0.0);
+    for times in ["connect", "echo", "life"] {
+        let p50 = num(&r, &format!("{times}_p50_us"));
+        let p99 = num(&r, &format!("{times}_p99_us"));
+        let max = num(&r, &format!("{times}_max_us"));
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{times}: {r:?}");
+    }
+    // A lifetime holds its connect and its echo.
+    assert!(num(&r, "life_max_us") >= num(&r, "connect_p50_us"));
+}
+
+/// `churn` expects the server's EOF after its half-close: a server that
+/// keeps every connection open fails each within --timeout.
+#[test]
+fn churn_fails_connections_the_server_never_closes() {
+    let (addr, kept) = server_keeping_open_after_eof(3);
+    let addr = addr.to_string();
+    let run = bench(&[
+        "churn",
+        "--addr",
+        &addr,
+        "--rate",
+        "10",
+        "-d",
+        "0.3",
+        "--timeout",
+        "0.5",
+    ]);
+    drop(kept);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let r = result_line(&run);
+    assert_eq!(r["started"], "3");
+    assert_eq!(r["completed"], "0");
+    assert_eq!(num(&r, "timeouts"), 3.0, "{r:?}");
+    assert_eq!(num(&r, "errors"), 3.0, "{r:?}");
+    run.assert_one_error_line();
+    assert!(run.stderr.contains("no EOF"), "{}", run.stderr);
+    assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
+}
+
+/// `churn` expects exactly the server's EOF after its own: a byte sent
+/// instead, after the whole echo, fails the connection.
+#[test]
+fn churn_fails_a_byte_after_the_echo() {
+    let addr = fake_servers(3, |mut stream| {
+        let mut message = [0u8; 32];
+        if stream.read_exact(&mut message).is_ok() && stream.write_all(&message).is_ok() {
+            // The client's EOF, then one byte more than it sent.
+            if let Ok(0) = stream.read(&mut message) {
+                let _ = stream.write_all(b"!");
+            }
+        }
+    })
+    .to_string();
+    let run = bench(&[
+        "churn", "--addr", &addr, "--rate", "10", "-d", "0.3", "-s", "32",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let r = result_line(&run);
+    assert_eq!(r["started"], "3");
+    assert_eq!(r["completed"], "0");
+    assert_eq!(num(&r, "mismatches"), 3.0, "{r:?}");
+    assert_eq!(num(&r, "errors"), 3.0, "{r:?}");
+    assert!(
+        run.stderr.contains("the server sent more than it was sent"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// `churn` with a server that never answers: the cap on open connections
+/// holds starts back, and the report counts them and says so.
+#[test]
+fn churn_counts_starts_the_cap_held_back() {
+    // Handshakes complete in the backlog; nothing is ever accepted.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let run = bench(&[
+        "churn",
+        "--addr",
+        &addr,
+        "--rate",
+        "20",
+        "-d",
+        "1",
+        "--concurrency",
+        "2",
+        "--timeout",
+        "0.3",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let r = result_line(&run);
+    assert_eq!(r["requested"], "20");
+    assert_eq!(num(&r, "max_open"), 2.0, "{r:?}");
+    assert!(num(&r, "held_back") >= 1.0, "{r:?}");
+    assert!(num(&r, "missed") >= 1.0, "{r:?}");
+    // Every start that did happen failed, silent, within the timeout.
+    assert_eq!(num(&r, "timeouts"), num(&r, "started"), "{r:?}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("the server did not keep up"), "{stdout}");
+    drop(listener);
 }
