@@ -41,7 +41,8 @@
 //! limit; the default does not count on it.
 //!
 //! One loop, on the calling thread, drives every connection: the driver
-//! opens each when the mode says it is due ([`Mode::open_due`]).
+//! opens each when the mode says it is due (`Mode::open_due` in
+//! `src/driver.rs`).
 //!
 //! Read next: [`super::udp`] for datagrams.
 

@@ -43,6 +43,7 @@
 //! | `stream`: full-duplex bulk transfer | [`stream`] |
 //! | `connections`: many idle connections at once | [`connections`] |
 //! | `churn`: connections opened, echoed over and closed at a rate | [`churn`] |
+//! | `udp`: datagrams at a rate or in ping-pong, loss and latency (its own loop) | [`udp`] |
 //!
 //! Read [`pattern`] and [`dial`] first, then the driver: it owns the loop,
 //! and each mode is only the logic it plugs in (its `Mode` hooks: what to
@@ -67,6 +68,7 @@ pub mod pingpong;
 pub mod report;
 mod run;
 pub mod stream;
+pub mod udp;
 
 pub use report::{Failure, Failures, Outcome, ResultLine};
 

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use echo_bench::{churn, connections, dial, pingpong, stream, LoadError, Outcome};
+use echo_bench::{churn, connections, dial, pingpong, stream, udp, LoadError, Outcome};
 use mio_echo_cli::usage_error;
 use mio_echo_net::DEFAULT_ADDR;
 
@@ -58,6 +58,21 @@ enum Mode {
     /// server's EOF. Connect time runs from the intended start, so a late
     /// start counts against the server.
     Churn(ChurnArgs),
+    /// Datagrams out and back (RFC 862 over UDP): datagrams/s, loss and
+    /// latency.
+    ///
+    /// With --rate, an open loop: datagrams go out on schedule over the
+    /// sockets in turn, and latency runs from each one's intended time.
+    /// Without, ping-pong: one datagram in flight per socket. Each carries
+    /// a sequence number and checked bytes; corrupt, duplicate or unknown
+    /// echoes fail the run, loss is reported.
+    ///
+    /// mio-echo's echo-server limits its UDP replies by default to 100/s
+    /// per source address and 10000/s in all, and every socket here sends
+    /// from one address: for a benchmark start it with
+    /// `-u ADDR --udp-rate-per-source 10000000 --udp-rate 10000000`, or the
+    /// loss measured is the limit's.
+    Udp(UdpArgs),
 }
 
 /// Options every mode takes.
@@ -199,6 +214,35 @@ struct ChurnArgs {
     sources: Option<u32>,
 }
 
+#[derive(Args, Debug)]
+struct UdpArgs {
+    /// The server's UDP address, and how many seconds to wait for the
+    /// last echoes after sending (in ping-pong also for each echo before
+    /// the socket sends its next datagram).
+    #[command(flatten)]
+    server: Server,
+
+    /// Datagrams per second over all sockets (default: ping-pong, one in
+    /// flight per socket).
+    #[arg(short, long, value_name = "PER_SEC")]
+    rate: Option<f64>,
+
+    /// Sockets to send from, each connected to the server.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    sockets: u32,
+
+    /// Bytes per datagram, its 8-byte sequence number included (at most
+    /// 65507).
+    #[arg(short, long, value_name = "BYTES", default_value = "64", value_parser = mio_echo_cli::bytes)]
+    size: u64,
+
+    /// Seconds to send for.
+    #[arg(short, long, value_name = "SECS", default_value = "5",
+          value_parser = mio_echo_cli::positive_secs, allow_negative_numbers = true)]
+    duration: Duration,
+}
+
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse()
         .map_err(|_| "expected IP:PORT, such as 127.0.0.1:7007 or [::1]:7007".to_string())
@@ -247,6 +291,14 @@ fn main() -> ExitCode {
             concurrency: a.concurrency as usize,
             size: usize::try_from(a.size).unwrap_or(usize::MAX),
             sources: a.sources.unwrap_or(0) as usize,
+            timeout: a.server.timeout,
+        })),
+        Mode::Udp(a) => finish(udp::run(&udp::Options {
+            addr: a.server.addr,
+            rate: a.rate,
+            sockets: a.sockets as usize,
+            size: usize::try_from(a.size).unwrap_or(usize::MAX),
+            duration: a.duration,
             timeout: a.server.timeout,
         })),
     }

@@ -7,13 +7,13 @@ use echo_test_kit as common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{run, server, Run};
+use common::{run, server, server_with, Run};
 
 fn bench(args: &[&str]) -> Run {
     run(
@@ -495,4 +495,176 @@ fn churn_counts_starts_the_cap_held_back() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("the server did not keep up"), "{stdout}");
     drop(listener);
+}
+
+/// An in-process server serving UDP on a free loopback port, its UDP
+/// replies limited to `rate_per_source` a second to one source and `rate`
+/// in all.
+fn udp_server(rate_per_source: u32, rate: u32) -> mio_echo::Running {
+    server_with(mio_echo::Config {
+        udp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        udp_rate_per_source: rate_per_source,
+        udp_rate: rate,
+        ..mio_echo::Config::loopback()
+    })
+}
+
+/// `udp` at a modest rate against a real server with room to answer:
+/// every datagram back intact, with its latency.
+#[test]
+fn udp_echoes_every_datagram_at_a_modest_rate() {
+    let server = udp_server(1_000_000, 1_000_000);
+    let addr = server.udp_addrs()[0].to_string();
+    let run = bench(&[
+        "udp",
+        "--addr",
+        &addr,
+        "--rate",
+        "500",
+        "-d",
+        "0.5",
+        "--sockets",
+        "2",
+    ]);
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(r["mode"], "udp");
+    assert_eq!(r["sent"], "250");
+    assert_eq!(r["echoed"], "250");
+    assert_eq!(r["lost"], "0");
+    assert_eq!(
+        num(&r, "corrupt") + num(&r, "duplicates") + num(&r, "unknown"),
+        0.0
+    );
+    assert_eq!(num(&r, "errors"), 0.0);
+    assert!(
+        0.0 < num(&r, "p50_us") && num(&r, "p50_us") <= num(&r, "max_us"),
+        "{r:?}"
+    );
+}
+
+/// `udp` ping-pong (no rate) against a real server: one in flight per
+/// socket, none lost.
+#[test]
+fn udp_ping_pong_loses_nothing() {
+    let server = udp_server(1_000_000, 1_000_000);
+    let addr = server.udp_addrs()[0].to_string();
+    let run = bench(&["udp", "--addr", &addr, "-d", "0.3", "--sockets", "3"]);
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(r["rate"], "pingpong");
+    assert!(num(&r, "sent") > 0.0, "{r:?}");
+    assert_eq!(r["echoed"], r["sent"]);
+    assert_eq!(num(&r, "errors"), 0.0);
+}
+
+/// A server left at its default UDP limits answers 100 a second to one
+/// source: the loss shows, and the report names the flags to raise.
+#[test]
+fn udp_loss_to_the_default_limit_is_visible() {
+    let server = udp_server(
+        mio_echo::config::DEFAULT_RATE_PER_SOURCE,
+        mio_echo::config::DEFAULT_RATE,
+    );
+    let addr = server.udp_addrs()[0].to_string();
+    let run = bench(&[
+        "udp",
+        "--addr",
+        &addr,
+        "--rate",
+        "1000",
+        "-d",
+        "0.3",
+        "--timeout",
+        "0.3",
+    ]);
+    // Loss alone is the measurement, not a failure.
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(r["sent"], "300");
+    // One burst of 100 and about 30 more refilled, of 300 sent.
+    assert!(num(&r, "lost") >= 100.0, "{r:?}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("--udp-rate-per-source"), "{stdout}");
+}
+
+/// `udp` checks each echo: a server that drops every tenth datagram and
+/// changes one byte of another has its loss and the corruption counted
+/// exactly, and the corruption fails the run.
+#[test]
+fn udp_counts_loss_and_corruption_exactly() {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    let server = thread::spawn(move || {
+        // Bounded: ends when the client has been quiet for a while.
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        for i in 0..1000 {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                return;
+            };
+            if i % 10 == 9 {
+                continue;
+            }
+            if i == 4 {
+                // A payload byte, after the 8-byte sequence number.
+                buf[20] ^= 0x01;
+            }
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    let run = bench(&[
+        "udp",
+        "--addr",
+        &addr,
+        "--rate",
+        "200",
+        "-d",
+        "0.5",
+        "-s",
+        "64",
+        "--timeout",
+        "0.3",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let r = result_line(&run);
+    assert_eq!(r["sent"], "100");
+    assert_eq!(r["lost"], "10", "{r:?}");
+    assert_eq!(r["echoed"], "90", "{r:?}");
+    assert_eq!(r["corrupt"], "1", "{r:?}");
+    assert_eq!(num(&r, "duplicates") + num(&r, "unknown"), 0.0, "{r:?}");
+    assert_eq!(num(&r, "mismatches"), 1.0, "{r:?}");
+    assert_eq!(num(&r, "errors"), 1.0, "{r:?}");
+    run.assert_one_error_line();
+    assert!(
+        run.stderr.contains("1 of 100 datagrams failed")
+            && run
+                .stderr
+                .contains("datagram 4: byte 20 of the datagram differs"),
+        "{}",
+        run.stderr
+    );
+    server.join().unwrap();
+}
+
+/// The new modes' impossible options: one `error:` line, exit status 2.
+#[test]
+fn churn_and_udp_reject_bad_flags() {
+    for args in [
+        &["churn", "--rate", "0"][..],
+        &["churn", "--rate", "-3"],
+        &["churn", "--concurrency", "0"],
+        &["churn", "--sources", "300"],
+        &["churn", "--size", "1M"],
+        &["udp", "--size", "65508"],
+        &["udp", "--size", "4"],
+        &["udp", "--rate", "0"],
+        &["udp", "--sockets", "0"],
+    ] {
+        let run = bench(args);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
+        run.assert_one_error_line();
+    }
 }
