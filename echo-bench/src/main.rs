@@ -56,7 +56,8 @@ enum Mode {
     /// does not slow the schedule). Each connects, sends one --size
     /// message, checks the echo, half-closes and expects exactly the
     /// server's EOF. Connect time runs from the intended start, so a late
-    /// start counts against the server.
+    /// start counts against the server. --timeout bounds each step: the
+    /// handshake, the echo, and the EOF.
     Churn(ChurnArgs),
     /// Datagrams out and back (RFC 862 over UDP): datagrams/s, loss and
     /// latency.
@@ -65,7 +66,10 @@ enum Mode {
     /// sockets in turn, and latency runs from each one's intended time.
     /// Without, ping-pong: one datagram in flight per socket. Each carries
     /// a sequence number and checked bytes; corrupt, duplicate or unknown
-    /// echoes fail the run, loss is reported.
+    /// echoes fail the run, loss is reported. --addr is the server's UDP
+    /// address; --timeout is how long to wait for the last echoes after
+    /// sending (in ping-pong, also for each echo before the socket sends
+    /// its next datagram: that one counts as lost).
     ///
     /// mio-echo's echo-server limits its UDP replies by default to 100/s
     /// per source address and 10000/s in all, and every socket here sends
@@ -216,9 +220,6 @@ struct ChurnArgs {
 
 #[derive(Args, Debug)]
 struct UdpArgs {
-    /// The server's UDP address, and how many seconds to wait for the
-    /// last echoes after sending (in ping-pong also for each echo before
-    /// the socket sends its next datagram).
     #[command(flatten)]
     server: Server,
 
