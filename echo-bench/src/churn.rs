@@ -128,7 +128,7 @@ impl Options {
     /// Connections due within `--duration`: those whose intended start,
     /// `k / rate`, comes before its end.
     pub fn requested(&self) -> usize {
-        (self.duration.as_secs_f64() * self.rate).ceil() as usize
+        super::due_within(self.duration, self.rate) as usize
     }
 
     /// The source addresses to bind, in turn; empty to let the kernel pick.

@@ -186,6 +186,20 @@ pub fn ensure_descriptors(connections: usize) -> Result<u64, LoadError> {
     Ok(limit)
 }
 
+/// How many events of a schedule at `rate` a second, the first at 0, fall
+/// within `window`: those at `k / rate` before its end. A product within
+/// floating-point noise of a whole number counts as that number, so 0.3 s
+/// at 10/s is 3, however 0.3 rounds.
+pub(crate) fn due_within(window: Duration, rate: f64) -> u64 {
+    let x = window.as_secs_f64() * rate;
+    let whole = x.round();
+    if (x - whole).abs() <= 1e-9 * whole.max(1.0) {
+        whole as u64
+    } else {
+        x.ceil() as u64
+    }
+}
+
 /// A positive duration for a `--timeout`-like option, or a usage error.
 fn positive(what: &str, d: Duration) -> Result<(), LoadError> {
     if d.is_zero() {
@@ -209,6 +223,17 @@ mod tests {
         assert!(text.contains("open-file limit is 20000"), "{text}");
         assert!(text.contains("run 2 echo-bench processes"), "{text}");
         assert!(text.contains("at most 19984 connections each"), "{text}");
+    }
+
+    /// A schedule's count in a window: starts strictly before its end, and
+    /// no off-by-one from a duration that does not round exactly.
+    #[test]
+    fn due_within_counts_starts_before_the_end() {
+        assert_eq!(due_within(Duration::from_secs_f64(0.3), 10.0), 3);
+        assert_eq!(due_within(Duration::from_millis(300), 10.0), 3);
+        assert_eq!(due_within(Duration::from_secs(1), 200.0), 200);
+        assert_eq!(due_within(Duration::from_millis(1050), 2.0), 3);
+        assert_eq!(due_within(Duration::from_millis(1), 1.0), 1);
     }
 
     /// A refused connection says what to check.

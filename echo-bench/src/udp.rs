@@ -139,8 +139,7 @@ impl Options {
     /// Datagrams due within `--duration` at `--rate` (none asked for in
     /// ping-pong).
     pub fn requested(&self) -> Option<u64> {
-        self.rate
-            .map(|rate| (self.duration.as_secs_f64() * rate).ceil() as u64)
+        self.rate.map(|rate| super::due_within(self.duration, rate))
     }
 }
 
