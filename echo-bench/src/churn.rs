@@ -18,7 +18,10 @@
 //! intended start to the end of the handshake (so time spent waiting for
 //! the loop, or for room under `--concurrency`, counts against the
 //! server); **first echo**, from the handshake to the whole echo back; and
-//! **lifetime**, from the intended start to the server's EOF.
+//! **lifetime**, from the intended start to the server's EOF. Beside them,
+//! the **start lag**, from the intended start to the `connect` call: the
+//! part of the connect time that is ours (a busy machine's wake-ups) or
+//! the cap's, not the handshake's.
 //!
 //! `--concurrency` caps the connections open at once (and so the
 //! descriptors held). A start that finds the cap reached waits for a close;
@@ -146,8 +149,8 @@ impl Options {
 /// concurrency size sources requested started completed conns_per_sec
 /// held_back missed max_open connect_p50_us connect_p99_us connect_p999_us
 /// connect_max_us echo_p50_us echo_p99_us echo_p999_us echo_max_us
-/// life_p50_us life_p99_us life_p999_us life_max_us`, then `errors` and the
-/// counts by kind.
+/// life_p50_us life_p99_us life_p999_us life_max_us lag_p50_us lag_p99_us
+/// lag_p999_us lag_max_us`, then `errors` and the counts by kind.
 #[derive(Debug, Clone)]
 pub struct Report {
     /// What was asked for.
@@ -170,6 +173,8 @@ pub struct Report {
     pub first_echo: Latency,
     /// From the intended start to the server's EOF.
     pub lifetime: Latency,
+    /// From each intended start to its `connect` call.
+    pub start_lag: Latency,
     /// Connections that failed, by kind.
     pub failures: Failures,
 }
@@ -241,6 +246,7 @@ impl fmt::Display for Report {
         writeln!(f, "  connect      {}", percentiles(&self.connect))?;
         writeln!(f, "  first echo   {}", percentiles(&self.first_echo))?;
         writeln!(f, "  lifetime     {}", percentiles(&self.lifetime))?;
+        writeln!(f, "  start lag    {}", percentiles(&self.start_lag))?;
         if self.held_back > 0 || self.missed() > 0 {
             writeln!(
                 f,
@@ -298,6 +304,11 @@ impl Outcome for Report {
             ["life_p50_us", "life_p99_us", "life_p999_us", "life_max_us"],
             &self.lifetime,
         );
+        push_percentiles(
+            line,
+            ["lag_p50_us", "lag_p99_us", "lag_p999_us", "lag_max_us"],
+            &self.start_lag,
+        );
     }
 
     fn failures(&self) -> &Failures {
@@ -349,6 +360,7 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
         connect: churn.connect,
         first_echo: churn.first_echo,
         lifetime: churn.lifetime,
+        start_lag: churn.start_lag,
         failures: ran.failures,
     })
 }
@@ -372,6 +384,7 @@ struct Churn<'a> {
     connect: Latency,
     first_echo: Latency,
     lifetime: Latency,
+    start_lag: Latency,
 }
 
 /// Where the run is.
@@ -418,6 +431,7 @@ impl Churn<'_> {
             connect: Latency::new(),
             first_echo: Latency::new(),
             lifetime: Latency::new(),
+            start_lag: Latency::new(),
         }
     }
 
@@ -466,8 +480,10 @@ impl Mode for Churn<'_> {
     fn open(&mut self, number: usize, now: Instant) -> Visit {
         self.open += 1;
         self.max_open = self.max_open.max(self.open);
+        let due = self.due(number);
+        self.start_lag.record(now.saturating_duration_since(due));
         Visit {
-            due: self.due(number),
+            due,
             connected: now,
         }
     }

@@ -395,7 +395,7 @@ fn churn_opens_echoes_and_closes_at_the_rate() {
     assert_eq!(num(&r, "conns_per_sec"), 200.0, "{r:?}");
     assert_eq!(num(&r, "held_back") + num(&r, "missed"), 0.0, "{r:?}");
     assert_eq!(num(&r, "errors"), 0.0);
-    for times in ["connect", "echo", "life"] {
+    for times in ["connect", "echo", "life", "lag"] {
         let p50 = num(&r, &format!("{times}_p50_us"));
         let p99 = num(&r, &format!("{times}_p99_us"));
         let max = num(&r, &format!("{times}_max_us"));
