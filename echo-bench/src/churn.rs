@@ -31,17 +31,22 @@
 //! # Source addresses and `TIME_WAIT`
 //!
 //! We half-close first, so the `TIME_WAIT` of every closed connection lands
-//! on our side and holds its source port for 60 s (Linux's fixed
+//! on our side, holding its four-tuple for 60 s (Linux's fixed
 //! `TCP_TIMEWAIT_LEN`). One source address has about 28,000 ephemeral
-//! ports, and `connect` gets slow well before they run out (see
-//! [`super::dial`]), so one address holds about [`dial::PER_SOURCE`]
-//! connections, open or in `TIME_WAIT`, comfortably: about 166 new ones a
-//! second, sustained over a minute and beyond. So by default the run binds
-//! one source address (127.0.0.1, 127.0.0.2, ...) per `PER_SOURCE`
-//! connections it opens within a minute: `--rate` × min(`--duration`,
-//! 60 s). On loopback Linux also reuses a `TIME_WAIT` port older than a
-//! second (`net.ipv4.tcp_tw_reuse = 2`, the default), which softens the
-//! limit; the default does not count on it.
+//! ports towards one server, and `connect` gets slow well before they run
+//! out (see [`super::dial`]), so one address serves about
+//! [`dial::PER_SOURCE`] connections held at once, open or in `TIME_WAIT`.
+//!
+//! How long a closed connection holds its port depends on the kernel.
+//! Where Linux may reuse a `TIME_WAIT` port for a new connection once its
+//! last timestamp is a second or so old (`net.ipv4.tcp_tw_reuse` 1, or 2,
+//! the default, for loopback; with `tcp_timestamps` on), a port is held
+//! about [`TW_REUSE_AFTER`], and one address sustains thousands of
+//! connections a second. Without reuse it is held the whole 60 s: one
+//! address sustains about 166 a second. So by default the run binds one
+//! source address (127.0.0.1, 127.0.0.2, ...) per `PER_SOURCE` connections
+//! it starts within that hold: `--rate` × min(`--duration`, hold), the
+//! hold read from `/proc/sys/net/ipv4` ([`port_hold`]).
 //!
 //! One loop, on the calling thread, drives every connection: the driver
 //! opens each when the mode says it is due (`Mode::open_due` in
@@ -68,6 +73,11 @@ pub const MAX_RATE: f64 = 1_000_000.0;
 /// How long a closed connection's port stays in `TIME_WAIT` on Linux
 /// (`TCP_TIMEWAIT_LEN`, not configurable).
 pub const TIME_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a closed connection holds its port where Linux reuses
+/// `TIME_WAIT` ports: its last timestamp must be older than the current
+/// second, so one to two seconds.
+pub const TW_REUSE_AFTER: Duration = Duration::from_secs(2);
 
 /// Events taken from the kernel per `poll`.
 const EVENTS: usize = 1024;
@@ -135,11 +145,36 @@ impl Options {
     }
 
     /// The source addresses to bind, in turn; empty to let the kernel pick.
-    /// By default enough for the connections opened within one
-    /// [`TIME_WAIT`] (see the module docs).
+    /// By default enough for the connections started while a closed one
+    /// still holds its port ([`port_hold`]; see the module docs).
     pub fn source_addrs(&self) -> Result<Vec<IpAddr>, LoadError> {
-        let within_time_wait = self.duration.min(TIME_WAIT).as_secs_f64() * self.rate;
-        dial::sources_for(self.addr, within_time_wait.ceil() as usize, self.sources)
+        let held = self.duration.min(port_hold(self.addr));
+        let count = super::due_within(held, self.rate) as usize;
+        dial::sources_for(self.addr, count, self.sources)
+    }
+}
+
+/// How long a connection to `target`, closed by us first, keeps its source
+/// port from new connections to the same server: [`TW_REUSE_AFTER`] where
+/// the kernel reuses `TIME_WAIT` ports for it (`net.ipv4.tcp_tw_reuse` 1,
+/// or 2 and a loopback server, with `net.ipv4.tcp_timestamps` on), else
+/// the whole [`TIME_WAIT`] (also when the settings cannot be read).
+pub fn port_hold(target: SocketAddr) -> Duration {
+    let setting = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+    };
+    let timestamps = setting("tcp_timestamps").is_some_and(|t| t != 0);
+    let reuse = match setting("tcp_tw_reuse") {
+        Some(1) => true,
+        Some(2) => target.ip().is_loopback(),
+        _ => false,
+    };
+    if timestamps && reuse {
+        TW_REUSE_AFTER
+    } else {
+        TIME_WAIT
     }
 }
 
@@ -584,5 +619,42 @@ impl Mode for Churn<'_> {
             self.lifetime
                 .record(now.saturating_duration_since(conn.state.due));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(rate: f64, duration: Duration) -> Options {
+        Options {
+            rate,
+            duration,
+            ..Options::new("127.0.0.1:7".parse().unwrap())
+        }
+    }
+
+    /// A modest rate leaves the source to the kernel; a rate that would
+    /// hold more ports than one address has room for spreads over several,
+    /// however long a closed port is held here.
+    #[test]
+    fn sources_follow_the_ports_a_rate_holds() {
+        let few = options(100.0, Duration::from_secs(5));
+        assert_eq!(few.source_addrs().unwrap(), Vec::<IpAddr>::new());
+        let many = options(100_000.0, Duration::from_secs(60));
+        let sources = many.source_addrs().unwrap();
+        let hold = port_hold(many.addr);
+        assert!(hold == TW_REUSE_AFTER || hold == TIME_WAIT, "{hold:?}");
+        let expected = (100_000 * hold.as_secs() as usize).div_ceil(dial::PER_SOURCE);
+        assert_eq!(sources.len(), expected.min(dial::MAX_SOURCES));
+        assert_eq!(sources[1], IpAddr::from([127, 0, 0, 2]));
+    }
+
+    /// Asked for, the sources are exactly those.
+    #[test]
+    fn sources_asked_for_are_used() {
+        let mut o = options(10.0, Duration::from_secs(1));
+        o.sources = 3;
+        assert_eq!(o.source_addrs().unwrap().len(), 3);
     }
 }

@@ -207,12 +207,14 @@ struct ChurnArgs {
     #[arg(short, long, value_name = "BYTES", default_value = "32", value_parser = mio_echo_cli::bytes)]
     size: u64,
 
-    /// Source addresses 127.0.0.1 to 127.0.0.K to bind, in turn. Each
-    /// closed connection holds its port on our side in TIME_WAIT for 60 s
-    /// (we half-close first), and one address holds about 10000 such
-    /// ports comfortably: about 166 connections/s sustained. Default: one
-    /// address per 10000 connections started within a minute (--rate x
-    /// min(--duration, 60)). For an IPv4 loopback server only.
+    /// Source addresses 127.0.0.1 to 127.0.0.K to bind, in turn. We
+    /// half-close first, so each closed connection holds its port on our
+    /// side in TIME_WAIT: for 60 s, or about 2 s where Linux reuses
+    /// TIME_WAIT ports (net.ipv4.tcp_tw_reuse 1, or 2, the default, for
+    /// loopback). One address holds about 10000 ports comfortably: some
+    /// 166 connections/s without reuse, thousands with it. Default: one
+    /// address per 10000 connections started within that hold (--rate x
+    /// min(--duration, hold)). For an IPv4 loopback server only.
     #[arg(long, value_name = "K",
           value_parser = clap::value_parser!(u32).range(1..=dial::MAX_SOURCES as i64))]
     sources: Option<u32>,
