@@ -243,7 +243,9 @@ impl fmt::Display for Report {
                 "  note         loss may be the server's UDP rate limit, not its speed: \
                  mio-echo's echo-server replies at most 100/s to one source address and \
                  10000/s in all by default, and every socket here shares one address; \
-                 for a benchmark raise its --udp-rate-per-source and --udp-rate"
+                 for a benchmark raise its --udp-rate-per-source and --udp-rate. Its \
+                 counters tell the causes apart: udp_limited (the limit), udp_overflow \
+                 (its receive queue was full), udp_dropped (its send buffer was)"
             )?;
         }
         self.failures.fmt(f)
