@@ -668,3 +668,31 @@ fn churn_and_udp_reject_bad_flags() {
         run.assert_one_error_line();
     }
 }
+
+/// Nobody there: `churn` (every connect refused) and `udp` (every socket
+/// refused by ICMP) end with the one line the other modes print.
+#[test]
+fn churn_and_udp_with_nobody_there_is_one_error_line() {
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let text = addr.to_string();
+    for mode in [
+        &["churn", "--rate", "20", "-d", "0.2"][..],
+        &["udp", "-d", "1", "--sockets", "2"],
+    ] {
+        let mut args = mode.to_vec();
+        args.extend(["--addr", &text]);
+        let run = bench(&args);
+        assert_eq!(run.status.code(), Some(1), "{mode:?}: {}", run.stderr);
+        run.assert_one_error_line();
+        assert_eq!(
+            run.stderr_lines()[0],
+            format!(
+                "error: cannot connect to {addr}: connection refused (is the echo server running?)"
+            ),
+            "{mode:?}"
+        );
+    }
+}
