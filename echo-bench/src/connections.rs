@@ -13,6 +13,9 @@
 //! 3. **Hold**: the connections stay open for `--hold` seconds. A server
 //!    that closes or resets one meanwhile is caught: the close raises an
 //!    event, and nothing else does, so holding costs no CPU.
+//! 4. **Close**: each connection still open half-closes and expects exactly
+//!    the server's EOF back, within `--timeout`. A byte more, a reset, or no
+//!    EOF in time fails it, by kind, as in every mode.
 //!
 //! Failures are counted by kind and the run goes on with the rest; only
 //! when not a single connection opens is it an error. One process can hold
@@ -88,8 +91,8 @@ impl Options {
 /// What a `connections` run found.
 ///
 /// Result-line keys, in order: `mode=connections addr count sources size
-/// opened open_secs echoed echo_secs held hold_secs`, then `errors` and the
-/// counts by kind.
+/// opened open_secs echoed echo_secs held hold_secs eofs`, then `errors`
+/// and the counts by kind.
 #[derive(Debug, Clone)]
 pub struct Report {
     /// What was asked for.
@@ -106,7 +109,11 @@ pub struct Report {
     pub echo_time: Duration,
     /// Connections still open, and quiet, at the end of the hold.
     pub held: usize,
-    /// Connections that failed, by kind: to open, to echo, or to stay open.
+    /// Held connections that, after our half-close, got exactly the
+    /// server's EOF back.
+    pub eofs: usize,
+    /// Connections that failed, by kind: to open, to echo, to stay open, or
+    /// to close.
     pub failures: Failures,
 }
 
@@ -144,6 +151,11 @@ impl fmt::Display for Report {
             self.held,
             o.hold.as_secs_f64()
         )?;
+        writeln!(
+            f,
+            "  closed       {} with the server's EOF after ours",
+            self.eofs
+        )?;
         self.failures.fmt(f)
     }
 }
@@ -168,6 +180,7 @@ impl Outcome for Report {
         line.push("echo_secs", format!("{:.3}", self.echo_time.as_secs_f64()));
         line.push("held", self.held);
         line.push("hold_secs", format!("{:.3}", o.hold.as_secs_f64()));
+        line.push("eofs", self.eofs);
     }
 
     fn failures(&self) -> &Failures {
@@ -180,7 +193,8 @@ impl Outcome for Report {
 }
 
 /// Opens `options.count` connections, echoes one message over each, holds
-/// them for `options.hold`, closes them, and reports.
+/// them for `options.hold`, half-closes them and waits for the server's
+/// EOF on each, and reports.
 ///
 /// Raises the process's descriptor limit first and fails at once, saying
 /// how many processes to use, if the count cannot fit under it. Fails if
@@ -205,6 +219,7 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
         echoed: 0,
         echo_time: Duration::ZERO,
         held: 0,
+        eofs: 0,
         failures: Failures::default(),
     };
     for ran in &run.loops {
@@ -214,6 +229,7 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
             .echo_time
             .max(crowd.last_echo.saturating_duration_since(crowd.echo_start));
         report.held += crowd.held;
+        report.eofs += crowd.eofs;
         report.failures.merge(&ran.failures);
     }
     Ok(report)
@@ -235,6 +251,10 @@ struct Crowd<'a> {
     echoed: usize,
     /// Connections still open, and quiet, at the end of the hold.
     held: usize,
+    /// Held connections, half-closed, still waiting for the server's EOF.
+    closing: usize,
+    /// Held connections that got exactly the server's EOF after ours.
+    eofs: usize,
 }
 
 /// Where the run is.
@@ -247,6 +267,13 @@ enum Phase {
         /// The end of the hold.
         until: Instant,
     },
+    /// Every connection has sent its EOF and waits for the server's.
+    Closing {
+        /// When those still waiting fail.
+        until: Instant,
+    },
+    /// The wait for the server's EOFs is over.
+    Over,
 }
 
 impl Crowd<'_> {
@@ -261,6 +288,8 @@ impl Crowd<'_> {
             waiting: 0,
             echoed: 0,
             held: 0,
+            closing: 0,
+            eofs: 0,
         }
     }
 }
@@ -300,19 +329,30 @@ impl Mode for Crowd<'_> {
         }
     }
 
-    /// Not scanned: the echo phase has one deadline for every connection,
-    /// and a held connection owes nothing.
+    /// The server's EOF ends a connection once we have sent ours (the echo
+    /// is all back by then).
+    fn eof_due(&self, conn: &Conn<()>) -> bool {
+        conn.half_closed() && conn.received() == self.size
+    }
+
+    /// Not scanned: the echo and closing phases each have one deadline for
+    /// every connection, and a held connection owes nothing.
     fn silence_limit(&self) -> Option<Duration> {
         None
     }
 
     /// The echo phase ends when every echo is back (at once), or after the
-    /// timeout; the hold at its end.
+    /// timeout; the hold at its end; the closing when every EOF is back, or
+    /// after the timeout.
     fn deadline(&self) -> Instant {
         match self.phase {
             Phase::Echo if self.waiting == 0 => self.echo_start,
             Phase::Echo => self.echo_start + self.options.timeout,
             Phase::Hold { until } => until,
+            Phase::Closing { .. } if self.closing == 0 => self.echo_start,
+            Phase::Closing { until } => until,
+            // Not reached: the loop stops when the phase becomes `Over`.
+            Phase::Over => self.echo_start,
         }
     }
 
@@ -332,27 +372,48 @@ impl Mode for Crowd<'_> {
                 Flow::Continue
             }
             Phase::Hold { .. } => {
+                // The sweep that follows half-closes every one.
                 self.held = live;
+                self.closing = live;
+                self.phase = Phase::Closing {
+                    until: now + self.options.timeout,
+                };
+                Flow::Continue
+            }
+            Phase::Closing { .. } | Phase::Over => {
+                self.phase = Phase::Over;
                 Flow::Stop
             }
         }
     }
 
-    /// A connection still without its echo when the echo phase ends fails.
+    /// When the echo phase ends, a connection still without its echo fails;
+    /// when the hold ends, each sends its EOF; when the closing ends, one
+    /// still without the server's EOF fails.
     fn sweep(&mut self, conn: &Conn<()>, _now: Instant) -> Result<Next, Fault> {
-        if conn.received() < self.size {
-            return Err(Fault::Silent {
+        match self.phase {
+            Phase::Echo => Ok(Next::Continue),
+            Phase::Hold { .. } if conn.received() < self.size => Err(Fault::Silent {
                 waited: self.options.timeout,
                 received: conn.received(),
                 sent: conn.sent(),
-            });
+            }),
+            Phase::Hold { .. } => Ok(Next::Continue),
+            Phase::Closing { .. } => Ok(Next::HalfClose),
+            Phase::Over => Err(Fault::NoEof {
+                waited: self.options.timeout,
+            }),
         }
-        Ok(Next::Continue)
     }
 
-    fn closed(&mut self, conn: &Conn<()>, _failed: bool) {
-        if self.phase == Phase::Echo && conn.received() < self.size {
-            self.waiting -= 1;
+    fn closed(&mut self, conn: &Conn<()>, failed: bool) {
+        match self.phase {
+            Phase::Echo if conn.received() < self.size => self.waiting -= 1,
+            Phase::Closing { .. } => {
+                self.closing -= 1;
+                self.eofs += usize::from(!failed);
+            }
+            Phase::Echo | Phase::Hold { .. } | Phase::Over => {}
         }
     }
 }

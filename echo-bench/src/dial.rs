@@ -149,8 +149,7 @@ pub fn dial(poll: &mut Poll, events: &mut Events, dial: &Dial) -> io::Result<Dia
     let mut pending = 0usize;
 
     for i in 0..dial.count {
-        let source =
-            (!dial.sources.is_empty()).then(|| dial.sources[(dial.first + i) % dial.sources.len()]);
+        let source = source_for(dial.sources, dial.first + i);
         let started = start_connect(dial.target, source).and_then(|mut stream| {
             poll.registry().register(
                 &mut stream,
@@ -245,6 +244,32 @@ pub fn dial(poll: &mut Poll, events: &mut Events, dial: &Dial) -> io::Result<Dia
     })
 }
 
+/// How to open one connection at a time while a run goes on (`churn`):
+/// each gets a non-blocking `connect`, from the source addresses in turn,
+/// and the driver waits for its handshake.
+#[derive(Debug, Clone)]
+pub struct Opener {
+    /// The server.
+    pub target: SocketAddr,
+    /// Source addresses to bind, taken in turn by connection number; empty
+    /// to let the kernel choose.
+    pub sources: Vec<IpAddr>,
+}
+
+impl Opener {
+    /// Starts connecting connection number `number`: a socket whose
+    /// handshake is under way (or, on loopback, often already over).
+    pub fn start(&self, number: usize) -> io::Result<TcpStream> {
+        start_connect(self.target, source_for(&self.sources, number))
+    }
+}
+
+/// The source address connection `number` binds: the next in turn, or
+/// none (the kernel's choice).
+fn source_for(sources: &[IpAddr], number: usize) -> Option<IpAddr> {
+    (!sources.is_empty()).then(|| sources[number % sources.len()])
+}
+
 /// Keeps a copy of the first connect error, for the one-line report.
 fn keep_first(first: &mut Option<io::Error>, e: &io::Error) {
     if first.is_none() {
@@ -257,7 +282,7 @@ fn keep_first(first: &mut Option<io::Error>, e: &io::Error) {
 
 /// Whether a connection that was pending has opened (`Ok(true)`), is still
 /// opening (`Ok(false)`), or failed.
-fn handshake(stream: &TcpStream) -> io::Result<bool> {
+pub(crate) fn handshake(stream: &TcpStream) -> io::Result<bool> {
     // A failed connect leaves its error on the socket, not on the event.
     if let Some(e) = stream.take_error()? {
         return Err(e);

@@ -16,7 +16,9 @@
 //! * **Time**: the mode's deadline ([`Mode::deadline`]) and, for modes that
 //!   want it, the scan for silent connections every [`TICK`].
 //! * **Closing**: every connection leaves through one place, which counts
-//!   its fault by kind and tells the mode ([`Mode::closed`]).
+//!   its fault by kind and tells the mode ([`Mode::closed`]). A mode that
+//!   ends a connection with our half-close asks for it ([`Next::HalfClose`])
+//!   and says when the server's EOF is due ([`Mode::eof_due`]).
 //! * **Progress**: when the progress line is shown ([`super::progress`]),
 //!   the loop's counts, published at most every `TICK` of that module.
 //!
@@ -35,9 +37,18 @@
 //! What it needs from time goes through [`Mode::deadline`]: a phase's end,
 //! or the next moment a connection is due to send (a paced mode keeps its
 //! own schedule and answers with the earliest). What it counts lives in the
-//! mode and is merged by its `run` from each loop's [`Ran`]. The token plan
-//! leaves room for connections opened later: one would take the slab's
-//! `vacant_key()` and register under it.
+//! mode and is merged by its `run` from each loop's [`Ran`].
+//!
+//! # Connections opened during the run
+//!
+//! Most modes dial every connection up front ([`drive`]). A mode that opens
+//! them as it goes ([`drive_opening`], for `churn`) names when the next is
+//! due ([`Mode::open_due`]) and its number ([`Mode::next_open`]); the driver
+//! starts the `connect`, registers the socket under the slab's vacant key
+//! (so a token is still its connection's key), and lets it write only once
+//! a writable event shows the handshake over ([`Mode::connected`]). A key
+//! freed by a close may be taken by the next connection: a stale event for
+//! the old one finds a socket still connecting, and does nothing.
 //!
 //! Read next: [`super::run`], which spreads a run over several loops.
 
@@ -47,10 +58,11 @@ use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::TcpStream;
-use mio::{Events, Poll};
+use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 
-use super::dial::Dialed;
+use super::alarm::Alarm;
+use super::dial::{self, Dialed, Opener};
 use super::pattern::{read_echo, Pattern};
 use super::progress::{Meter, Sample};
 use super::report::{Failures, Fault};
@@ -62,6 +74,13 @@ use super::{LoadError, IO_CHUNK};
 /// it watches.
 const TICK: Duration = Duration::from_millis(100);
 
+/// The most connections one turn of the loop opens ([`Mode::next_open`]),
+/// so that a schedule far behind cannot keep the loop from its events.
+const OPENS_PER_TURN: usize = 256;
+
+/// The token of the loop's [`Alarm`]: beyond any slab key.
+const ALARM: Token = Token(usize::MAX);
+
 /// What a mode decided about one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
@@ -69,6 +88,10 @@ pub(crate) enum Next {
     Continue,
     /// It finished, every byte checked: close it, no failure.
     Done,
+    /// Send our EOF now (once; again is a no-op) and keep it open: it
+    /// finishes at the server's EOF, which [`Mode::eof_due`] must then say
+    /// is due.
+    HalfClose,
 }
 
 /// What a mode's timer decided about the loop.
@@ -89,7 +112,10 @@ pub(crate) enum Flow {
 /// `send` again, unless the connection finished or failed. When the clock
 /// passes [`deadline`](Mode::deadline): [`on_timer`](Mode::on_timer), then
 /// [`sweep`](Mode::sweep) for every open connection. Every close, however
-/// it came about, ends in [`closed`](Mode::closed).
+/// it came about, ends in [`closed`](Mode::closed). A mode that opens
+/// connections during the run ([`drive_opening`]) gets `open` when one
+/// starts connecting and [`connected`](Mode::connected) when its handshake
+/// is over; its first `send` follows.
 ///
 /// A failure of one connection is a [`Fault`] returned from a hook: the
 /// driver closes that connection and counts the fault; the run goes on.
@@ -104,8 +130,27 @@ pub(crate) trait Mode {
     /// The load starts at `now`, every connection of the loop open.
     fn start(&mut self, now: Instant);
 
-    /// Connection number `number` of the run is established: its state.
+    /// Connection number `number` of the run is established (or, opened
+    /// during the run, has started connecting): its state.
     fn open(&mut self, number: usize, now: Instant) -> Self::State;
+
+    /// When the mode next wants a connection opened during the run; `None`
+    /// (the default): not until something changes. Only for
+    /// [`drive_opening`].
+    fn open_due(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The number of a connection to open at `now`, if one is due; the mode
+    /// moves its schedule on whether or not the `connect` then succeeds (a
+    /// failure is counted, and `open` is not called).
+    fn next_open(&mut self, _now: Instant) -> Option<usize> {
+        None
+    }
+
+    /// A connection opened during the run has finished its handshake at
+    /// `now`; its first [`send`](Mode::send) follows at once.
+    fn connected(&mut self, _conn: &mut Conn<Self::State>, _now: Instant) {}
 
     /// The connection may write: write what it may, with
     /// [`Conn::write_until`] (which stops, without failing, when the kernel
@@ -144,6 +189,14 @@ pub(crate) trait Mode {
         true
     }
 
+    /// Whole messages echoed so far, for the progress line's echoes/s
+    /// ([`super::progress`]); 0, the default, for a mode without messages.
+    /// Called at most once per [`super::progress::TICK`], and only when
+    /// the line is shown.
+    fn echoes(&self) -> u64 {
+        0
+    }
+
     /// When the timer next fires. Every mode has one, so every loop ends.
     fn deadline(&self) -> Instant;
 
@@ -162,20 +215,14 @@ pub(crate) trait Mode {
     /// The connection is closing: finished, or `failed` (its fault is
     /// already counted).
     fn closed(&mut self, _conn: &Conn<Self::State>, _failed: bool) {}
-
-    /// Whole messages echoed so far, for the progress line's echoes/s
-    /// ([`super::progress`]); 0, the default, for a mode without messages.
-    /// Called at most once per [`super::progress::TICK`], and only when
-    /// the line is shown.
-    fn echoes(&self) -> u64 {
-        0
-    }
 }
 
 /// One connection: its socket and its progress through its pattern stream,
 /// as every mode sees it, plus the mode's own [`Mode::State`].
 pub(crate) struct Conn<S> {
     stream: TcpStream,
+    /// Where the connection is in its life, as the driver sees it.
+    stage: Stage,
     /// The connection's number in the run, for reports.
     number: usize,
     /// Where its stream starts in the pattern.
@@ -193,6 +240,18 @@ pub(crate) struct Conn<S> {
     pub(crate) state: S,
 }
 
+/// What is true of a connection's socket, as far as the driver knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Opened during the run, its handshake not yet known to be over: it
+    /// may not write.
+    Connecting,
+    /// Connected; both directions open on our side.
+    Open,
+    /// We have sent our EOF ([`Conn::shutdown_write`]); we still read.
+    HalfClosed,
+}
+
 /// How a read pass ended.
 enum Read {
     /// The receive queue is empty; wait for the next event.
@@ -202,6 +261,21 @@ enum Read {
 }
 
 impl<S> Conn<S> {
+    /// A connection of the run, numbered `number`, starting in `stage`.
+    fn new(stream: TcpStream, number: usize, stage: Stage, now: Instant, state: S) -> Conn<S> {
+        Conn {
+            stream,
+            stage,
+            number,
+            phase: Pattern::phase(number),
+            sent: 0,
+            received: 0,
+            write_blocked: false,
+            last_progress: now,
+            state,
+        }
+    }
+
     /// Bytes written so far.
     pub(crate) fn sent(&self) -> u64 {
         self.sent
@@ -251,9 +325,19 @@ impl<S> Conn<S> {
     }
 
     /// Half-closes: the server reads our EOF after the last byte sent, and
-    /// an echo server answers with its own after the last echo.
+    /// an echo server answers with its own after the last echo. Once: a
+    /// second call does nothing.
     pub(crate) fn shutdown_write(&mut self) -> Result<(), Fault> {
-        self.stream.shutdown(Shutdown::Write).map_err(Fault::Io)
+        if self.stage != Stage::HalfClosed {
+            self.stream.shutdown(Shutdown::Write).map_err(Fault::Io)?;
+            self.stage = Stage::HalfClosed;
+        }
+        Ok(())
+    }
+
+    /// Whether we have sent our EOF.
+    pub(crate) fn half_closed(&self) -> bool {
+        self.stage == Stage::HalfClosed
     }
 
     /// Reads and checks echoes until the receive queue is empty.
@@ -314,6 +398,9 @@ pub(crate) struct Ran<M> {
 struct Driver<M: Mode> {
     mode: M,
     conns: Slab<Conn<M::State>>,
+    /// How to open connections during the run, and the alarm that wakes
+    /// the loop when the next is due; `None` when all were dialed up front.
+    opener: Option<(Opener, Alarm)>,
     failures: Failures,
     pattern: Pattern,
     /// The one read buffer every echo passes through, allocated once.
@@ -346,42 +433,71 @@ pub(crate) fn drive<M: Mode>(
         .filter_map(|(i, stream)| {
             let stream = stream?;
             let number = first + i;
-            let conn = Conn {
-                stream,
-                number,
-                phase: Pattern::phase(number),
-                sent: 0,
-                received: 0,
-                write_blocked: false,
-                last_progress: started,
-                state: mode.open(number, started),
-            };
-            Some((i, conn))
+            let state = mode.open(number, started);
+            Some((i, Conn::new(stream, number, Stage::Open, started, state)))
         })
         .collect();
-    let mut driver = Driver {
+    let driver = Driver {
         mode,
         conns,
+        opener: None,
         failures: std::mem::take(&mut dialed.failures),
         pattern: Pattern::new(),
         buf: vec![0u8; IO_CHUNK].into_boxed_slice(),
         echoed: 0,
         meter: Meter::for_loop(first, started),
     };
-    let ended = driver.run(poll, events, started)?;
-    let sample = driver.sample();
-    if let Some(meter) = &mut driver.meter {
-        meter.finish(ended, sample);
-    }
-    Ok(Ran {
-        mode: driver.mode,
-        failures: driver.failures,
-        elapsed: ended - started,
-        ended,
-    })
+    driver.drive(poll, events, started)
+}
+
+/// Runs `mode` on this thread with no connection open at the start: the
+/// mode opens them as it goes ([`Mode::next_open`]), through `opener`,
+/// until its timer stops the loop. Only a failure of the poll itself is an
+/// error; a connection that fails to open is counted.
+pub(crate) fn drive_opening<M: Mode>(
+    mut mode: M,
+    poll: &mut Poll,
+    events: &mut Events,
+    opener: Opener,
+) -> Result<Ran<M>, LoadError> {
+    let alarm = Alarm::new(poll.registry(), ALARM).map_err(|e| LoadError::Setup("timer", e))?;
+    let started = Instant::now();
+    mode.start(started);
+    let driver = Driver {
+        mode,
+        conns: Slab::new(),
+        opener: Some((opener, alarm)),
+        failures: Failures::default(),
+        pattern: Pattern::new(),
+        buf: vec![0u8; IO_CHUNK].into_boxed_slice(),
+        echoed: 0,
+        // One loop opens every connection: it prints.
+        meter: Meter::for_loop(0, started),
+    };
+    driver.drive(poll, events, started)
 }
 
 impl<M: Mode> Driver<M> {
+    /// Runs the loop and hands back what it did.
+    fn drive(
+        mut self,
+        poll: &mut Poll,
+        events: &mut Events,
+        started: Instant,
+    ) -> Result<Ran<M>, LoadError> {
+        let ended = self.run(poll, events, started)?;
+        let sample = self.sample();
+        if let Some(meter) = &mut self.meter {
+            meter.finish(ended, sample);
+        }
+        Ok(Ran {
+            mode: self.mode,
+            failures: self.failures,
+            elapsed: ended - started,
+            ended,
+        })
+    }
+
     /// The loop. Returns when it ended.
     fn run(
         &mut self,
@@ -397,6 +513,9 @@ impl<M: Mode> Driver<M> {
         let mut next_scan = started + TICK;
         loop {
             let now = Instant::now();
+            // Connections due to open before a deadline open before its
+            // timer moves the mode on.
+            self.open_due(poll.registry(), now);
             if now >= self.mode.deadline() {
                 let flow = self.mode.on_timer(now, self.conns.len());
                 self.sweep(now);
@@ -411,6 +530,17 @@ impl<M: Mode> Driver<M> {
                 return Ok(now);
             }
             let mut wake = self.mode.deadline();
+            if let Some(at) = self.mode.open_due() {
+                match &mut self.opener {
+                    // More were due than one turn opens: go on at once.
+                    _ if at <= now => wake = now,
+                    // To the microsecond, not the poll's millisecond.
+                    Some((_, alarm)) => alarm
+                        .set(at, now)
+                        .map_err(|e| LoadError::Setup("timer", e))?,
+                    None => wake = wake.min(at),
+                }
+            }
             if let Some(limit) = silence {
                 if now >= next_scan {
                     self.fail_silent(now, limit);
@@ -425,6 +555,12 @@ impl<M: Mode> Driver<M> {
             // Every event is a hint (see the module docs): `turn` acts on
             // what the system calls return.
             for event in events.iter() {
+                if event.token() == ALARM {
+                    if let Some((_, alarm)) = &mut self.opener {
+                        alarm.fired();
+                    }
+                    continue;
+                }
                 self.turn(event.token().0, Some(event), Instant::now());
             }
         }
@@ -460,7 +596,7 @@ impl<M: Mode> Driver<M> {
             return;
         };
         let before = conn.received;
-        let next = step(
+        let verdict = step(
             &mut self.mode,
             conn,
             &self.pattern,
@@ -469,11 +605,7 @@ impl<M: Mode> Driver<M> {
             now,
         );
         self.echoed += conn.received - before;
-        match next {
-            Ok(Next::Continue) => {}
-            Ok(Next::Done) => self.close(key, None),
-            Err(fault) => self.close(key, Some(fault)),
-        }
+        self.settle(key, verdict);
     }
 
     /// The timer fired: the mode decides about every open connection.
@@ -482,10 +614,55 @@ impl<M: Mode> Driver<M> {
             let Some(conn) = self.conns.get(key) else {
                 continue;
             };
-            match self.mode.sweep(conn, now) {
-                Ok(Next::Continue) => {}
-                Ok(Next::Done) => self.close(key, None),
-                Err(fault) => self.close(key, Some(fault)),
+            let verdict = self.mode.sweep(conn, now);
+            self.settle(key, verdict);
+        }
+    }
+
+    /// Carries out what a mode decided about connection `key`.
+    fn settle(&mut self, key: usize, verdict: Result<Next, Fault>) {
+        match verdict {
+            Ok(Next::Continue) => {}
+            Ok(Next::HalfClose) => {
+                let shut = match self.conns.get_mut(key) {
+                    Some(conn) => conn.shutdown_write(),
+                    None => Ok(()),
+                };
+                if let Err(fault) = shut {
+                    self.close(key, Some(fault));
+                }
+            }
+            Ok(Next::Done) => self.close(key, None),
+            Err(fault) => self.close(key, Some(fault)),
+        }
+    }
+
+    /// Opens the connections the mode wants opened by `now` (at most
+    /// [`OPENS_PER_TURN`]), each registered under a vacant key.
+    fn open_due(&mut self, registry: &Registry, now: Instant) {
+        let Some((opener, _)) = &self.opener else {
+            return;
+        };
+        for _ in 0..OPENS_PER_TURN {
+            let Some(number) = self.mode.next_open(now) else {
+                return;
+            };
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            let started = opener.start(number).and_then(|mut stream| {
+                registry.register(
+                    &mut stream,
+                    Token(key),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                Ok(stream)
+            });
+            match started {
+                Ok(stream) => {
+                    let state = self.mode.open(number, now);
+                    entry.insert(Conn::new(stream, number, Stage::Connecting, now, state));
+                }
+                Err(e) => self.failures.record(number, &Fault::Connect(e)),
             }
         }
     }
@@ -500,10 +677,16 @@ impl<M: Mode> Driver<M> {
                     if waited < limit {
                         continue;
                     }
-                    Fault::Silent {
-                        waited,
-                        received: c.received,
-                        sent: c.sent,
+                    match c.stage {
+                        Stage::Connecting => Fault::ConnectTimeout(waited),
+                        // Everything came back after our EOF: only the
+                        // server's is missing.
+                        Stage::HalfClosed if c.in_flight() == 0 => Fault::NoEof { waited },
+                        Stage::Open | Stage::HalfClosed => Fault::Silent {
+                            waited,
+                            received: c.received,
+                            sent: c.sent,
+                        },
                     }
                 }
                 _ => continue,
@@ -536,6 +719,20 @@ fn step<M: Mode>(
     event: Option<&Event>,
     now: Instant,
 ) -> Result<Next, Fault> {
+    if conn.stage == Stage::Connecting {
+        // Opened during the run: it may write only once the handshake is
+        // over. Any event may be a hint (or meant for the key's previous
+        // connection), so the socket itself says.
+        match dial::handshake(&conn.stream) {
+            Ok(false) => return Ok(Next::Continue),
+            Ok(true) => {
+                conn.stage = Stage::Open;
+                conn.last_progress = now;
+                mode.connected(conn, now);
+            }
+            Err(e) => return Err(Fault::Connect(e)),
+        }
+    }
     if let Some(event) = event {
         if event.is_writable() {
             conn.write_blocked = false;

@@ -41,9 +41,12 @@
 //! | the live progress line on a terminal | [`progress`] |
 //! | the driver: one poll loop, its connections, their reads and writes, deadlines, closing | `src/driver.rs` |
 //! | a run: connections spread over loops, opened, started together | `src/run.rs` |
+//! | waking a loop on time for a schedule (a `timerfd`, not the poll's milliseconds) | `src/alarm.rs` |
 //! | `pingpong`: messages and their round trips | [`pingpong`] |
 //! | `stream`: full-duplex bulk transfer | [`stream`] |
 //! | `connections`: many idle connections at once | [`connections`] |
+//! | `churn`: connections opened, echoed over and closed at a rate | [`churn`] |
+//! | `udp`: datagrams at a rate or in ping-pong, loss and latency (its own loop) | [`udp`] |
 //!
 //! Read [`pattern`] and [`dial`] first, then the driver: it owns the loop,
 //! and each mode is only the logic it plugs in (its `Mode` hooks: what to
@@ -58,6 +61,8 @@ use std::time::Duration;
 use mio_echo_net as net;
 use mio_echo_net::describe;
 
+mod alarm;
+pub mod churn;
 pub mod connections;
 pub mod dial;
 mod driver;
@@ -69,6 +74,7 @@ pub mod report;
 mod run;
 pub mod stream;
 pub mod target;
+pub mod udp;
 
 pub use report::{Failure, Failures, Outcome, ResultLine};
 
@@ -197,6 +203,20 @@ pub fn ensure_descriptors(connections: usize) -> Result<u64, LoadError> {
     Ok(limit)
 }
 
+/// How many events of a schedule at `rate` a second, the first at 0, fall
+/// within `window`: those at `k / rate` before its end. A product within
+/// floating-point noise of a whole number counts as that number, so 0.3 s
+/// at 10/s is 3, however 0.3 rounds.
+pub(crate) fn due_within(window: Duration, rate: f64) -> u64 {
+    let x = window.as_secs_f64() * rate;
+    let whole = x.round();
+    if (x - whole).abs() <= 1e-9 * whole.max(1.0) {
+        whole as u64
+    } else {
+        x.ceil() as u64
+    }
+}
+
 /// A positive duration for a `--timeout`-like option, or a usage error.
 fn positive(what: &str, d: Duration) -> Result<(), LoadError> {
     if d.is_zero() {
@@ -220,6 +240,17 @@ mod tests {
         assert!(text.contains("open-file limit is 20000"), "{text}");
         assert!(text.contains("run 2 echo-bench processes"), "{text}");
         assert!(text.contains("at most 19984 connections each"), "{text}");
+    }
+
+    /// A schedule's count in a window: starts strictly before its end, and
+    /// no off-by-one from a duration that does not round exactly.
+    #[test]
+    fn due_within_counts_starts_before_the_end() {
+        assert_eq!(due_within(Duration::from_secs_f64(0.3), 10.0), 3);
+        assert_eq!(due_within(Duration::from_millis(300), 10.0), 3);
+        assert_eq!(due_within(Duration::from_secs(1), 200.0), 200);
+        assert_eq!(due_within(Duration::from_millis(1050), 2.0), 3);
+        assert_eq!(due_within(Duration::from_millis(1), 1.0), 1);
     }
 
     /// A refused connection says what to check.

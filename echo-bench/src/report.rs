@@ -104,6 +104,21 @@ pub enum Fault {
         /// Bytes sent so far.
         sent: u64,
     },
+    /// Everything came back after our half-close, but the server's EOF did
+    /// not, for a whole timeout.
+    NoEof {
+        /// How long nothing came.
+        waited: Duration,
+    },
+    /// An echoed datagram that is not one sent (UDP): its length or its
+    /// bytes differ, it came back twice, or its sequence number was never
+    /// sent.
+    Datagram {
+        /// The sequence number its header names, if it has one.
+        seq: Option<u64>,
+        /// What is wrong with it.
+        what: String,
+    },
     /// The run's deadline passed before the connection finished.
     Unfinished {
         /// Bytes echoed so far.
@@ -131,8 +146,10 @@ impl Fault {
                 _ => Failure::Other,
             },
             Fault::EarlyClose { .. } => Failure::EarlyClose,
-            Fault::Mismatch(_) | Fault::Extra { .. } => Failure::Mismatch,
-            Fault::Silent { .. } | Fault::Unfinished { .. } => Failure::Timeout,
+            Fault::Mismatch(_) | Fault::Extra { .. } | Fault::Datagram { .. } => Failure::Mismatch,
+            Fault::Silent { .. } | Fault::Unfinished { .. } | Fault::NoEof { .. } => {
+                Failure::Timeout
+            }
         }
     }
 }
@@ -164,6 +181,16 @@ impl fmt::Display for Fault {
                 "no echo for {:.1}s ({received} of {sent} bytes back)",
                 waited.as_secs_f64()
             ),
+            Fault::NoEof { waited } => write!(
+                f,
+                "no EOF from the server for {:.1}s after the whole echo and our half-close",
+                waited.as_secs_f64()
+            ),
+            Fault::Datagram {
+                seq: Some(seq),
+                what,
+            } => write!(f, "datagram {seq}: {what}"),
+            Fault::Datagram { seq: None, what } => write!(f, "a datagram: {what}"),
             Fault::Unfinished { received, expected } => write!(
                 f,
                 "unfinished at the deadline ({received} of {expected} bytes back)"
@@ -186,11 +213,15 @@ pub struct Failures {
 impl Failures {
     /// Counts connection number `connection`'s fault.
     pub fn record(&mut self, connection: usize, fault: &Fault) {
+        self.record_for("connection", connection, fault);
+    }
+
+    /// Counts the fault of `what` number `number` ("socket 3" in `udp`).
+    pub fn record_for(&mut self, what: &str, number: usize, fault: &Fault) {
         self.counts[fault.kind().index()] += 1;
-        log::debug!("connection {connection}: {fault}");
+        log::debug!("{what} {number}: {fault}");
         if self.details.len() < DETAILS {
-            self.details
-                .push(format!("connection {connection}: {fault}"));
+            self.details.push(format!("{what} {number}: {fault}"));
         }
     }
 
@@ -230,17 +261,17 @@ impl Failures {
     /// A one-line summary for the `error:` line: the total, the kinds, and
     /// the first failure.
     pub fn summary(&self, connections: usize) -> String {
+        self.summary_of(&count(connections as u64, "connection"))
+    }
+
+    /// Like [`Failures::summary`], out of `whole` ("2000 datagrams").
+    pub fn summary_of(&self, whole: &str) -> String {
         let kinds: Vec<String> = Failure::ALL
             .iter()
             .filter(|k| self.count(**k) > 0)
             .map(|k| format!("{} {}", self.count(*k), k.key().replace('_', " ")))
             .collect();
-        let mut text = format!(
-            "{} of {} failed ({})",
-            self.total(),
-            count(connections as u64, "connection"),
-            kinds.join(", ")
-        );
+        let mut text = format!("{} of {whole} failed ({})", self.total(), kinds.join(", "));
         if let Some(first) = self.details.first() {
             text.push_str("; first: ");
             text.push_str(first);
@@ -387,6 +418,12 @@ pub trait Outcome: fmt::Display {
     fn failures(&self) -> &Failures;
     /// How many connections the run used (or tried to open).
     fn connections(&self) -> usize;
+
+    /// The `error:` line's text when something failed: the failures out of
+    /// the connections (a mode that counts in other units says so).
+    fn failure_summary(&self) -> String {
+        self.failures().summary(self.connections())
+    }
 
     /// The machine-readable line, printed last: `mode`, `addr`, the mode's
     /// own pairs, then `errors` and one count per [`Failure`] kind.

@@ -8,7 +8,9 @@
 //! `127.0.0.1`, and a server may listen on only one of them. So, as
 //! `echo-client` does, each is tried in order with one blocking connect,
 //! and the first that accepts is the run's; a name with one address is
-//! used without a trial. The report names the address used (`addr=`).
+//! used without a trial. For UDP ([`resolve_datagram`]) the trial is one
+//! datagram that must come back. The report names the address used
+//! (`addr=`).
 //!
 //! Resolving blocks the calling thread for as long as the resolver takes
 //! (an unreachable DNS server: its timeout, 5 s by default, per attempt);
@@ -18,7 +20,7 @@
 //! Read next: [`super::dial`], which opens the run's connections.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
 use mio_echo_net::{describe, parse_socket_addr};
@@ -32,6 +34,34 @@ use super::LoadError;
 /// A name that does not resolve is a [`LoadError::Resolve`]; a name none
 /// of whose addresses accept, a [`LoadError::Connect`] for the last tried.
 pub fn resolve(target: &str, timeout: Duration) -> Result<SocketAddr, LoadError> {
+    resolve_by(target, |addr| {
+        TcpStream::connect_timeout(&addr, timeout).map(drop)
+    })
+}
+
+/// [`resolve`] for a UDP server: the trial for a name with several
+/// addresses is one datagram, which must come back within `timeout`.
+pub fn resolve_datagram(target: &str, timeout: Duration) -> Result<SocketAddr, LoadError> {
+    resolve_by(target, |addr| {
+        let local: SocketAddr = if addr.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(local)?;
+        socket.connect(addr)?;
+        socket.set_read_timeout(Some(timeout))?;
+        socket.send(b"echo-bench probe")?;
+        socket.recv(&mut [0u8; 64]).map(drop)
+    })
+}
+
+/// `target` itself if it is an IP and port, else the first address its
+/// name resolves to for which `trial` succeeds (no trial for one address).
+fn resolve_by(
+    target: &str,
+    trial: impl Fn(SocketAddr) -> io::Result<()>,
+) -> Result<SocketAddr, LoadError> {
     if let Ok(addr) = parse_socket_addr(target) {
         return Ok(addr);
     }
@@ -43,24 +73,23 @@ pub fn resolve(target: &str, timeout: Duration) -> Result<SocketAddr, LoadError>
         // Nothing to choose between: the run's own connects say whether
         // it answers.
         [only] => only,
-        _ => first_answering(target, &candidates, timeout)?,
+        _ => first_answering(target, &candidates, trial)?,
     };
     log::info!("{target} is {addr}");
     Ok(addr)
 }
 
 /// The first of `candidates`, the addresses `target` resolved to, that
-/// accepts a connection within `timeout`; the trial connection is closed
-/// at once.
+/// passes `trial` (a connection, closed at once; or a datagram echoed).
 fn first_answering(
     target: &str,
     candidates: &[SocketAddr],
-    timeout: Duration,
+    trial: impl Fn(SocketAddr) -> io::Result<()>,
 ) -> Result<SocketAddr, LoadError> {
     let mut last = None;
     for &candidate in candidates {
-        match TcpStream::connect_timeout(&candidate, timeout) {
-            Ok(_) => return Ok(candidate),
+        match trial(candidate) {
+            Ok(()) => return Ok(candidate),
             Err(e) => {
                 log::debug!("cannot connect to {candidate}: {}", describe(&e));
                 last = Some((candidate, e));
@@ -93,6 +122,10 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
+    fn connect_within_a_second(addr: SocketAddr) -> io::Result<()> {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map(drop)
+    }
+
     /// A port on 127.0.0.1 where nothing listens.
     fn closed_port() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -116,7 +149,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let open = listener.local_addr().unwrap();
         let refused = closed_port();
-        let chosen = first_answering("x", &[refused, open], Duration::from_secs(1)).unwrap();
+        let chosen = first_answering("x", &[refused, open], connect_within_a_second).unwrap();
         assert_eq!(chosen, open);
     }
 
@@ -124,7 +157,7 @@ mod tests {
     #[test]
     fn none_accepting_is_a_connect_error() {
         let (a, b) = (closed_port(), closed_port());
-        match first_answering("x", &[a, b], Duration::from_secs(1)) {
+        match first_answering("x", &[a, b], connect_within_a_second) {
             Err(LoadError::Connect { addr, source, .. }) => {
                 assert_eq!(addr, b);
                 assert_eq!(source.kind(), io::ErrorKind::ConnectionRefused);
@@ -149,7 +182,7 @@ mod tests {
     /// A name with no addresses is a resolve error, not a panic.
     #[test]
     fn no_candidates_is_a_resolve_error() {
-        let e = first_answering("x:7", &[], Duration::from_secs(1)).unwrap_err();
+        let e = first_answering("x:7", &[], connect_within_a_second).unwrap_err();
         assert!(matches!(e, LoadError::Resolve { .. }), "{e:?}");
         assert_eq!(
             e.to_string(),

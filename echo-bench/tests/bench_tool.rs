@@ -9,14 +9,15 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{run, server, Run};
+use common::{run, server, server_with, Run};
 
 fn bench(args: &[&str]) -> Run {
     run(
@@ -177,7 +178,76 @@ fn connections_open_from_two_sources_echo_and_hold() {
     assert_eq!(r["opened"], "200");
     assert_eq!(r["echoed"], "200");
     assert_eq!(r["held"], "200");
+    assert_eq!(r["eofs"], "200");
     assert_eq!(num(&r, "errors"), 0.0);
+}
+
+/// A fake server for up to `count` connections, each served by `serve` on
+/// a thread of its own.
+fn fake_servers(count: usize, serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = Arc::new(serve);
+    thread::spawn(move || {
+        for _ in 0..count {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let _ = stream.set_read_timeout(Some(common::IO_TIMEOUT));
+            let serve = Arc::clone(&serve);
+            thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
+
+/// Echoes until the client's EOF, then keeps each connection open (never
+/// sends its own EOF): the streams go to the returned receiver, and close
+/// when the test drops it.
+fn server_keeping_open_after_eof(count: usize) -> (SocketAddr, mpsc::Receiver<TcpStream>) {
+    let (keep, kept) = mpsc::channel::<TcpStream>();
+    let keep = Mutex::new(keep);
+    let addr = fake_servers(count, move |mut stream| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                let _ = keep.lock().unwrap().send(stream);
+                return;
+            }
+            if stream.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, kept)
+}
+
+/// `connections` ends each held connection with our half-close and
+/// expects the server's EOF: a server that keeps it open fails it within
+/// --timeout.
+#[test]
+fn connections_fail_a_server_that_never_closes_after_our_eof() {
+    let (addr, kept) = server_keeping_open_after_eof(1);
+    let addr = addr.to_string();
+    let run = bench(&[
+        "connections",
+        "--addr",
+        &addr,
+        "--count",
+        "1",
+        "--timeout",
+        "0.5",
+    ]);
+    drop(kept);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let r = result_line(&run);
+    assert_eq!(r["held"], "1");
+    assert_eq!(r["eofs"], "0");
+    assert_eq!(num(&r, "timeouts"), 1.0, "{r:?}");
+    assert_eq!(num(&r, "errors"), 1.0, "{r:?}");
+    run.assert_one_error_line();
+    assert!(run.stderr.contains("no EOF"), "{}", run.stderr);
+    assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
 }
 
 /// One flipped byte is found, named, counted, and fails the run.
@@ -551,4 +621,322 @@ fn a_name_that_does_not_resolve_is_one_error_line() {
     assert!(run.stdout.is_empty());
     // The resolver's own answer; a stuck one would take its 5 s timeout.
     assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
+}
+
+/// `churn` against a real server: every connection due in the window
+/// starts, echoes and closes cleanly, at the rate asked, with its times.
+#[test]
+fn churn_opens_echoes_and_closes_at_the_rate() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let run = bench(&["churn", "--addr", &addr, "--rate", "200", "-d", "1"]);
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(r["mode"], "churn");
+    assert_eq!(r["requested"], "200");
+    assert_eq!(r["started"], "200");
+    assert_eq!(r["completed"], "200");
+    assert_eq!(num(&r, "conns_per_sec"), 200.0, "{r:?}");
+    assert_eq!(num(&r, "held_back") + num(&r, "missed"), 0.0, "{r:?}");
+    assert_eq!(num(&r, "errors"), 0.0);
+    for times in ["connect", "echo", "life", "lag"] {
+        let p50 = num(&r, &format!("{times}_p50_us"));
+        let p99 = num(&r, &format!("{times}_p99_us"));
+        let max = num(&r, &format!("{times}_max_us"));
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{times}: {r:?}");
+    }
+    // A lifetime holds its connect and its echo.
+    assert!(num(&r, "life_max_us") >= num(&r, "connect_p50_us"));
+}
+
+/// `churn` expects the server's EOF after its half-close: a server that
+/// keeps every connection open fails each within --timeout.
+#[test]
+fn churn_fails_connections_the_server_never_closes() {
+    let (addr, kept) = server_keeping_open_after_eof(3);
+    let addr = addr.to_string();
+    let run = bench(&[
+        "churn",
+        "--addr",
+        &addr,
+        "--rate",
+        "10",
+        "-d",
+        "0.3",
+        "--timeout",
+        "0.5",
+    ]);
+    drop(kept);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let r = result_line(&run);
+    assert_eq!(r["started"], "3");
+    assert_eq!(r["completed"], "0");
+    assert_eq!(num(&r, "timeouts"), 3.0, "{r:?}");
+    assert_eq!(num(&r, "errors"), 3.0, "{r:?}");
+    run.assert_one_error_line();
+    assert!(run.stderr.contains("no EOF"), "{}", run.stderr);
+    assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
+}
+
+/// `churn` expects exactly the server's EOF after its own: a byte sent
+/// instead, after the whole echo, fails the connection.
+#[test]
+fn churn_fails_a_byte_after_the_echo() {
+    let addr = fake_servers(3, |mut stream| {
+        let mut message = [0u8; 32];
+        if stream.read_exact(&mut message).is_ok() && stream.write_all(&message).is_ok() {
+            // The client's EOF, then one byte more than it sent.
+            if let Ok(0) = stream.read(&mut message) {
+                let _ = stream.write_all(b"!");
+            }
+        }
+    })
+    .to_string();
+    let run = bench(&[
+        "churn", "--addr", &addr, "--rate", "10", "-d", "0.3", "-s", "32",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let r = result_line(&run);
+    assert_eq!(r["started"], "3");
+    assert_eq!(r["completed"], "0");
+    assert_eq!(num(&r, "mismatches"), 3.0, "{r:?}");
+    assert_eq!(num(&r, "errors"), 3.0, "{r:?}");
+    assert!(
+        run.stderr.contains("the server sent more than it was sent"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// `churn` with a server that never answers: the cap on open connections
+/// holds starts back, and the report counts them and says so.
+#[test]
+fn churn_counts_starts_the_cap_held_back() {
+    // Handshakes complete in the backlog; nothing is ever accepted.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let run = bench(&[
+        "churn",
+        "--addr",
+        &addr,
+        "--rate",
+        "20",
+        "-d",
+        "1",
+        "--concurrency",
+        "2",
+        "--timeout",
+        "0.3",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let r = result_line(&run);
+    assert_eq!(r["requested"], "20");
+    assert_eq!(num(&r, "max_open"), 2.0, "{r:?}");
+    assert!(num(&r, "held_back") >= 1.0, "{r:?}");
+    assert!(num(&r, "missed") >= 1.0, "{r:?}");
+    // Every start that did happen failed, silent, within the timeout.
+    assert_eq!(num(&r, "timeouts"), num(&r, "started"), "{r:?}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("the server did not keep up"), "{stdout}");
+    drop(listener);
+}
+
+/// An in-process server serving UDP on a free loopback port, its UDP
+/// replies limited to `rate_per_source` a second to one source and `rate`
+/// in all.
+fn udp_server(rate_per_source: u32, rate: u32) -> mio_echo::Running {
+    server_with(mio_echo::Config {
+        udp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        udp_rate_per_source: rate_per_source,
+        udp_rate: rate,
+        ..mio_echo::Config::loopback()
+    })
+}
+
+/// `udp` at a modest rate against a real server with room to answer:
+/// every datagram back intact, with its latency.
+#[test]
+fn udp_echoes_every_datagram_at_a_modest_rate() {
+    let server = udp_server(1_000_000, 1_000_000);
+    let addr = server.udp_addrs()[0].to_string();
+    let run = bench(&[
+        "udp",
+        "--addr",
+        &addr,
+        "--rate",
+        "500",
+        "-d",
+        "0.5",
+        "--sockets",
+        "2",
+    ]);
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(r["mode"], "udp");
+    assert_eq!(r["sent"], "250");
+    assert_eq!(r["echoed"], "250");
+    assert_eq!(r["lost"], "0");
+    assert_eq!(
+        num(&r, "corrupt") + num(&r, "duplicates") + num(&r, "unknown"),
+        0.0
+    );
+    assert_eq!(num(&r, "errors"), 0.0);
+    assert!(
+        0.0 < num(&r, "p50_us") && num(&r, "p50_us") <= num(&r, "max_us"),
+        "{r:?}"
+    );
+}
+
+/// `udp` ping-pong (no rate) against a real server: one in flight per
+/// socket, none lost.
+#[test]
+fn udp_ping_pong_loses_nothing() {
+    let server = udp_server(1_000_000, 1_000_000);
+    let addr = server.udp_addrs()[0].to_string();
+    let run = bench(&["udp", "--addr", &addr, "-d", "0.3", "--sockets", "3"]);
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(r["rate"], "pingpong");
+    assert!(num(&r, "sent") > 0.0, "{r:?}");
+    assert_eq!(r["echoed"], r["sent"]);
+    assert_eq!(num(&r, "errors"), 0.0);
+}
+
+/// A server left at its default UDP limits answers 100 a second to one
+/// source: the loss shows, and the report names the flags to raise.
+#[test]
+fn udp_loss_to_the_default_limit_is_visible() {
+    let server = udp_server(
+        mio_echo::config::DEFAULT_RATE_PER_SOURCE,
+        mio_echo::config::DEFAULT_RATE,
+    );
+    let addr = server.udp_addrs()[0].to_string();
+    let run = bench(&[
+        "udp",
+        "--addr",
+        &addr,
+        "--rate",
+        "1000",
+        "-d",
+        "0.3",
+        "--timeout",
+        "0.3",
+    ]);
+    // Loss alone is the measurement, not a failure.
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(r["sent"], "300");
+    // One burst of 100 and about 30 more refilled, of 300 sent.
+    assert!(num(&r, "lost") >= 100.0, "{r:?}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("--udp-rate-per-source"), "{stdout}");
+}
+
+/// `udp` checks each echo: a server that drops every tenth datagram and
+/// changes one byte of another has its loss and the corruption counted
+/// exactly, and the corruption fails the run.
+#[test]
+fn udp_counts_loss_and_corruption_exactly() {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    let server = thread::spawn(move || {
+        // Bounded: ends when the client has been quiet for a while.
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        for i in 0..1000 {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                return;
+            };
+            if i % 10 == 9 {
+                continue;
+            }
+            if i == 4 {
+                // A payload byte, after the 8-byte sequence number.
+                buf[20] ^= 0x01;
+            }
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    let run = bench(&[
+        "udp",
+        "--addr",
+        &addr,
+        "--rate",
+        "200",
+        "-d",
+        "0.5",
+        "-s",
+        "64",
+        "--timeout",
+        "0.3",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let r = result_line(&run);
+    assert_eq!(r["sent"], "100");
+    assert_eq!(r["lost"], "10", "{r:?}");
+    assert_eq!(r["echoed"], "90", "{r:?}");
+    assert_eq!(r["corrupt"], "1", "{r:?}");
+    assert_eq!(num(&r, "duplicates") + num(&r, "unknown"), 0.0, "{r:?}");
+    assert_eq!(num(&r, "mismatches"), 1.0, "{r:?}");
+    assert_eq!(num(&r, "errors"), 1.0, "{r:?}");
+    run.assert_one_error_line();
+    assert!(
+        run.stderr.contains("1 of 100 datagrams failed")
+            && run
+                .stderr
+                .contains("datagram 4: byte 20 of the datagram differs"),
+        "{}",
+        run.stderr
+    );
+    server.join().unwrap();
+}
+
+/// The new modes' impossible options: one `error:` line, exit status 2.
+#[test]
+fn churn_and_udp_reject_bad_flags() {
+    for args in [
+        &["churn", "--rate", "0"][..],
+        &["churn", "--rate", "-3"],
+        &["churn", "--concurrency", "0"],
+        &["churn", "--sources", "300"],
+        &["churn", "--size", "1M"],
+        &["udp", "--size", "65508"],
+        &["udp", "--size", "4"],
+        &["udp", "--rate", "0"],
+        &["udp", "--sockets", "0"],
+    ] {
+        let run = bench(args);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
+        run.assert_one_error_line();
+    }
+}
+
+/// Nobody there: `churn` (every connect refused) and `udp` (every socket
+/// refused by ICMP) end with the one line the other modes print.
+#[test]
+fn churn_and_udp_with_nobody_there_is_one_error_line() {
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let text = addr.to_string();
+    for mode in [
+        &["churn", "--rate", "20", "-d", "0.2"][..],
+        &["udp", "-d", "1", "--sockets", "2"],
+    ] {
+        let mut args = mode.to_vec();
+        args.extend(["--addr", &text]);
+        let run = bench(&args);
+        assert_eq!(run.status.code(), Some(1), "{mode:?}: {}", run.stderr);
+        run.assert_one_error_line();
+        assert_eq!(
+            run.stderr_lines()[0],
+            format!(
+                "error: cannot connect to {addr}: connection refused (is the echo server running?)"
+            ),
+            "{mode:?}"
+        );
+    }
 }
