@@ -41,11 +41,13 @@
 
 use std::io::{self, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::TcpStream;
-use mio::{Events, Poll};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::dial::Dialed;
@@ -75,6 +77,16 @@ pub(crate) enum Flow {
     Continue,
     /// The loop is over; connections still open close without failing.
     Stop,
+    /// Go on, after letting connections `from .. from + count` (by number;
+    /// those of other loops are skipped) send: a paced mode's schedule
+    /// reached them, so [`Mode::send`] is called for each, as after an
+    /// event. No [`Mode::sweep`] follows.
+    Send {
+        /// The first connection's number.
+        from: usize,
+        /// How many, in number order (`usize::MAX`: all from `from` on).
+        count: usize,
+    },
 }
 
 /// One load mode: what its connections do, and what it counts.
@@ -97,6 +109,12 @@ pub(crate) trait Mode {
     /// Whether the loop ends as soon as no connection is open (true), or
     /// only when the timer says [`Flow::Stop`].
     const ENDS_WHEN_ALL_CLOSED: bool = true;
+
+    /// Whether [`Mode::deadline`] must be kept to the microsecond, not to
+    /// epoll's millisecond (see [`Alarm`]): for a paced mode, whose
+    /// latencies run from when a message was due, so a late wake would be
+    /// counted against the server.
+    const PRECISE_TIMER: bool = false;
 
     /// The load starts at `now`, every connection of the loop open.
     fn start(&mut self, now: Instant);
@@ -307,6 +325,73 @@ struct Driver<M: Mode> {
     pattern: Pattern,
     /// The one read buffer every echo passes through, allocated once.
     buf: Box<[u8]>,
+    /// The number of the connection at key 0.
+    first: usize,
+    /// The fine timer, for a mode that wants one.
+    alarm: Option<Alarm>,
+}
+
+/// The token of the loop's [`Alarm`]: far above any connection's key, so
+/// its events find no connection and only end the wait.
+const ALARM: Token = Token(usize::MAX - 1);
+
+/// A timer finer than epoll's: a `timerfd` in the poll. `epoll_wait` counts
+/// its timeout in milliseconds (mio rounds up), so a wake may come up to a
+/// millisecond after the deadline; a timerfd fires within microseconds.
+/// Armed before each wait, only when the deadline moved (one
+/// `timerfd_settime`); re-arming clears its count, so it is never read.
+struct Alarm {
+    fd: OwnedFd,
+    armed: Option<Instant>,
+}
+
+impl Alarm {
+    fn new(poll: &Poll) -> io::Result<Alarm> {
+        // SAFETY: plain system call; the descriptor it returns is ours.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        poll.registry()
+            .register(&mut SourceFd(&fd.as_raw_fd()), ALARM, Interest::READABLE)?;
+        Ok(Alarm { fd, armed: None })
+    }
+
+    /// Fires at `at`, `now` being now (at once if it has passed).
+    fn arm(&mut self, at: Instant, now: Instant) -> io::Result<()> {
+        if self.armed == Some(at) {
+            return Ok(());
+        }
+        // A zero value would disarm the timer: a nanosecond is "at once".
+        let after = at
+            .saturating_duration_since(now)
+            .max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec; the old value is not wanted.
+        let r =
+            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.armed = Some(at);
+        Ok(())
+    }
 }
 
 /// Runs `mode` over the connections `dialed` opened, on this thread, until
@@ -320,6 +405,10 @@ pub(crate) fn drive<M: Mode>(
     dialed: &mut Dialed,
     first: usize,
 ) -> Result<Ran<M>, LoadError> {
+    let alarm = match M::PRECISE_TIMER {
+        true => Some(Alarm::new(poll).map_err(|e| LoadError::Setup("timer", e))?),
+        false => None,
+    };
     let started = Instant::now();
     mode.start(started);
     // Key `i` for connection `first + i`, as dial registered it; the keys
@@ -349,6 +438,8 @@ pub(crate) fn drive<M: Mode>(
         failures: std::mem::take(&mut dialed.failures),
         pattern: Pattern::new(),
         buf: vec![0u8; IO_CHUNK].into_boxed_slice(),
+        first,
+        alarm,
     };
     let ended = driver.run(poll, events, started)?;
     Ok(Ran {
@@ -377,6 +468,10 @@ impl<M: Mode> Driver<M> {
             let now = Instant::now();
             if now >= self.mode.deadline() {
                 let flow = self.mode.on_timer(now, self.conns.len());
+                if let Flow::Send { from, count } = flow {
+                    self.send_due(from, count, now);
+                    continue;
+                }
                 self.sweep(now);
                 if flow == Flow::Stop {
                     return Ok(now);
@@ -395,6 +490,9 @@ impl<M: Mode> Driver<M> {
                     next_scan = now + TICK;
                 }
                 wake = wake.min(next_scan);
+            }
+            if let Some(alarm) = &mut self.alarm {
+                alarm.arm(wake, now).map_err(LoadError::Poll)?;
             }
             wait(poll, events, wake.saturating_duration_since(now))?;
             // Every event is a hint (see the module docs): `turn` acts on
@@ -423,6 +521,17 @@ impl<M: Mode> Driver<M> {
             Ok(Next::Continue) => {}
             Ok(Next::Done) => self.close(key, None),
             Err(fault) => self.close(key, Some(fault)),
+        }
+    }
+
+    /// The schedule reached connections `from .. from + count`: each of
+    /// this loop's sends what it may. Only those named are visited, so a
+    /// paced mode's wake costs what it sends, not one call per connection.
+    fn send_due(&mut self, from: usize, count: usize, now: Instant) {
+        let start = from.saturating_sub(self.first);
+        let end = from.saturating_add(count).saturating_sub(self.first);
+        for key in start..end.min(self.conns.capacity()) {
+            self.turn(key, None, now);
         }
     }
 

@@ -39,6 +39,7 @@
 //! | the driver: one poll loop, its connections, their reads and writes, deadlines, closing | `src/driver.rs` |
 //! | a run: connections spread over loops, opened, started together | `src/run.rs` |
 //! | `pingpong`: messages and their round trips | [`pingpong`] |
+//! | `pingpong --rate`: the open-loop schedule, latency from each message's due time | `src/paced.rs` |
 //! | `stream`: full-duplex bulk transfer | [`stream`] |
 //! | `connections`: many idle connections at once | [`connections`] |
 //!
@@ -58,13 +59,14 @@ use mio_echo_net::describe;
 pub mod connections;
 pub mod dial;
 mod driver;
+mod paced;
 pub mod pattern;
 pub mod pingpong;
 pub mod report;
 mod run;
 pub mod stream;
 
-pub use report::{Failure, Failures, Outcome, ResultLine};
+pub use report::{Failure, Failures, Outcome, Percentiles, ResultLine};
 
 /// The most bytes one `read` or `write` moves. 32 KiB: on this kernel 64 KiB
 /// calls move bulk loopback streams about half as fast (the server's read
