@@ -32,7 +32,9 @@
 //! A mode is a [`Mode`] and its options and report, in a file of its own.
 //! What it needs from time goes through [`Mode::deadline`]: a phase's end,
 //! or the next moment a connection is due to send (a paced mode keeps its
-//! own schedule and answers with the earliest). What it counts lives in the
+//! own schedule, answers with the earliest, and its timer hands the
+//! connections due their turn with [`Flow::Send`]; [`Mode::PRECISE_TIMER`]
+//! keeps that moment to the microsecond). What it counts lives in the
 //! mode and is merged by its `run` from each loop's [`Ran`]. The token plan
 //! leaves room for connections opened later: one would take the slab's
 //! `vacant_key()` and register under it.

@@ -39,7 +39,7 @@
 //! | the driver: one poll loop, its connections, their reads and writes, deadlines, closing | `src/driver.rs` |
 //! | a run: connections spread over loops, opened, started together | `src/run.rs` |
 //! | `pingpong`: messages and their round trips | [`pingpong`] |
-//! | `pingpong --rate`: the open-loop schedule, latency from each message's due time | `src/paced.rs` |
+//! | `pingpong --rate`: the open-loop schedule, latency from each message's due time | [`paced`] |
 //! | `stream`: full-duplex bulk transfer | [`stream`] |
 //! | `connections`: many idle connections at once | [`connections`] |
 //!
@@ -59,7 +59,7 @@ use mio_echo_net::describe;
 pub mod connections;
 pub mod dial;
 mod driver;
-mod paced;
+pub mod paced;
 pub mod pattern;
 pub mod pingpong;
 pub mod report;

@@ -33,11 +33,11 @@
 //!
 //! # The loop's timer
 //!
-//! The loop wakes at the next slot of its connections ([`Mode::deadline`]),
-//! on a timerfd ([`Mode::PRECISE_TIMER`]): epoll's own timeout counts in
+//! The loop wakes at the next slot of its connections (the mode's `deadline`),
+//! on a timerfd (the driver's `PRECISE_TIMER`): epoll's own timeout counts in
 //! milliseconds, and a wake a millisecond late would add up to a
 //! millisecond to every latency. Each wake hands every slot that fell due
-//! since the last one to its connection ([`Flow::Send`]), and each
+//! since the last one to its connection (`Flow::Send`), and each
 //! connection writes all its due messages in one `write`: when the loop is
 //! busy, or the rate is high, wakes batch what fell due meanwhile, as
 //! wrk2's do, and nothing spins. A wake visits only the connections due,

@@ -216,7 +216,7 @@ impl Report {
 
     /// With a rate: whether the server kept up, that is, echoed at least
     /// 99% of the rate asked for, and its backlog grew by no more than 1%
-    /// of the messages due in the window or [`BACKLOG_NOISE`] of the
+    /// of the messages due in the window or 50 ms of the
     /// schedule, whichever is more (a backlog is never quite steady: at any
     /// moment it holds the messages of one round trip). A server that did
     /// not keep up has latencies that grow with the length of the run, so
@@ -549,6 +549,17 @@ impl PingPong<'_> {
         !matches!(self.phase, Phase::Loading)
     }
 
+    /// Finishing: half-closes `conn` once its last message begun is
+    /// written. Out of line: the hot path pays one comparison for it.
+    #[cold]
+    fn half_close(&self, conn: &mut Conn<Ring>) -> Result<Next, Fault> {
+        if !conn.state.shut && conn.sent() == conn.state.stamped * self.size {
+            conn.shutdown_write()?;
+            conn.state.shut = true;
+        }
+        Ok(Next::Continue)
+    }
+
     /// How far `conn`'s stream may have been written: every message echoed
     /// plus `depth` in flight, or, once the run is finishing, only the
     /// messages already begun.
@@ -595,9 +606,8 @@ impl Mode for PingPong<'_> {
             ring.sent_at[(ring.stamped % depth) as usize] = now;
             ring.stamped += 1;
         }
-        if self.finishing() && !conn.state.shut && conn.sent() == conn.state.stamped * self.size {
-            conn.shutdown_write()?;
-            conn.state.shut = true;
+        if self.finishing() {
+            return self.half_close(conn);
         }
         Ok(Next::Continue)
     }
