@@ -244,7 +244,7 @@ impl fmt::Display for Report {
         let shape = match &self.pacing {
             None => format!("depth {}", o.depth),
             Some(p) => format!(
-                "{:.0}/s open loop (at most {} in flight each)",
+                "{}/s open loop (at most {} in flight each)",
                 p.requested, o.depth
             ),
         };
@@ -271,7 +271,7 @@ impl fmt::Display for Report {
         if let Some(p) = &self.pacing {
             writeln!(
                 f,
-                "  rate         {:.0}/s requested, {:.0}/s achieved",
+                "  rate         {}/s requested, {:.0}/s achieved",
                 p.requested,
                 self.echoes_per_sec()
             )?;
@@ -310,7 +310,7 @@ impl fmt::Display for Report {
         if let (Some(p), Some(false)) = (&self.pacing, self.kept_up()) {
             writeln!(
                 f,
-                "  the server did not keep up: achieved {:.0}/s of {:.0}/s requested \
+                "  the server did not keep up: achieved {:.0}/s of {}/s requested \
                  (latency grows with the run)",
                 self.echoes_per_sec(),
                 p.requested
@@ -350,7 +350,7 @@ impl Outcome for Report {
             format!("{:.3}", self.measured.as_secs_f64()),
         );
         if let Some(p) = &self.pacing {
-            line.push("rate", format!("{:.0}", p.requested));
+            line.push("rate", p.requested);
             line.push("achieved_rate", format!("{:.0}", self.echoes_per_sec()));
             line.push("kept_up", self.kept_up().unwrap_or(false));
             line.push("behind", p.behind());
