@@ -374,8 +374,10 @@ fn paced_pingpong_achieves_a_modest_rate() {
 
 /// A server that stalls once for 500 ms: timed from when each message was
 /// due, the stall counts for every message due during it (half of them
-/// here), so p99 shows it; the closed loop sends nothing while it waits,
-/// so the same stall is one sample, seen only in the max.
+/// here), so p99 shows it, even with one message in flight (`--depth 1`),
+/// where those messages can only be written after the stall; the closed
+/// loop sends nothing while it waits, so the same stall is one sample,
+/// seen only in the max.
 #[test]
 fn the_open_loop_sees_a_stall_the_closed_loop_hides() {
     let stall = Duration::from_millis(500);
@@ -391,6 +393,8 @@ fn the_open_loop_sees_a_stall_the_closed_loop_hides() {
             "1",
             "--rate",
             "1000",
+            "--depth",
+            "1",
             "-d",
             "1",
             "--warmup",
