@@ -43,15 +43,14 @@
 
 use std::io::{self, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::TcpStream;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll};
 use slab::Slab;
 
+use super::alarm::Alarm;
 use super::dial::Dialed;
 use super::pattern::{read_echo, Pattern};
 use super::report::{Failures, Fault};
@@ -113,7 +112,7 @@ pub(crate) trait Mode {
     const ENDS_WHEN_ALL_CLOSED: bool = true;
 
     /// Whether [`Mode::deadline`] must be kept to the microsecond, not to
-    /// epoll's millisecond (see [`Alarm`]): for a paced mode, whose
+    /// epoll's millisecond (see `src/alarm.rs`): for a paced mode, whose
     /// latencies run from when a message was due, so a late wake would be
     /// counted against the server.
     const PRECISE_TIMER: bool = false;
@@ -331,69 +330,6 @@ struct Driver<M: Mode> {
     first: usize,
     /// The fine timer, for a mode that wants one.
     alarm: Option<Alarm>,
-}
-
-/// The token of the loop's [`Alarm`]: far above any connection's key, so
-/// its events find no connection and only end the wait.
-const ALARM: Token = Token(usize::MAX - 1);
-
-/// A timer finer than epoll's: a `timerfd` in the poll. `epoll_wait` counts
-/// its timeout in milliseconds (mio rounds up), so a wake may come up to a
-/// millisecond after the deadline; a timerfd fires within microseconds.
-/// Armed before each wait, only when the deadline moved (one
-/// `timerfd_settime`); re-arming clears its count, so it is never read.
-struct Alarm {
-    fd: OwnedFd,
-    armed: Option<Instant>,
-}
-
-impl Alarm {
-    fn new(poll: &Poll) -> io::Result<Alarm> {
-        // SAFETY: plain system call; the descriptor it returns is ours.
-        let fd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just created and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        poll.registry()
-            .register(&mut SourceFd(&fd.as_raw_fd()), ALARM, Interest::READABLE)?;
-        Ok(Alarm { fd, armed: None })
-    }
-
-    /// Fires at `at`, `now` being now (at once if it has passed).
-    fn arm(&mut self, at: Instant, now: Instant) -> io::Result<()> {
-        if self.armed == Some(at) {
-            return Ok(());
-        }
-        // A zero value would disarm the timer: a nanosecond is "at once".
-        let after = at
-            .saturating_duration_since(now)
-            .max(Duration::from_nanos(1));
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: after.as_secs() as libc::time_t,
-                tv_nsec: after.subsec_nanos() as libc::c_long,
-            },
-        };
-        // SAFETY: `spec` is a valid itimerspec; the old value is not wanted.
-        let r =
-            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.armed = Some(at);
-        Ok(())
-    }
 }
 
 /// Runs `mode` over the connections `dialed` opened, on this thread, until

@@ -40,6 +40,7 @@
 //! | a run: connections spread over loops, opened, started together | `src/run.rs` |
 //! | `pingpong`: messages and their round trips | [`pingpong`] |
 //! | `pingpong --rate`: the open-loop schedule, latency from each message's due time | [`paced`] |
+//! | the paced mode's timer, finer than epoll's millisecond | `src/alarm.rs` |
 //! | `stream`: full-duplex bulk transfer | [`stream`] |
 //! | `connections`: many idle connections at once | [`connections`] |
 //!
@@ -56,6 +57,7 @@ use std::time::Duration;
 use mio_echo_net as net;
 use mio_echo_net::describe;
 
+mod alarm;
 pub mod connections;
 pub mod dial;
 mod driver;
