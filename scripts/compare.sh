@@ -15,8 +15,13 @@
 #
 # Options:
 #   -c "N N ..."     connection counts (default "1 10 100 1000")
+#   -R "R R ..."     open loop: for each count, one run per rate R
+#                    (`pingpong --rate R`, messages per second in all);
+#                    default: closed loop (scripts/sweep.sh uses this)
+#   -P LIST          --percentiles for echo-bench (default 50,99,99.9)
 #   -s BYTES         message size (default 64)
-#   -D K             messages in flight per connection (default 1)
+#   -D K             messages in flight per connection (default 1; with -R,
+#                    echo-bench's default for --rate)
 #   -d SECS          measured seconds per run (default 5)
 #   -w SECS          warm-up seconds per run (default 1)
 #   -r N             rounds; servers take turns within each round, so a
@@ -42,8 +47,10 @@
 set -euo pipefail
 
 counts="1 10 100 1000"
+rates=""
+percentiles="50,99,99.9"
 size=64
-depth=1
+depth=""
 duration=5
 warmup=1
 rounds=1
@@ -61,9 +68,11 @@ die() {
     exit 2
 }
 
-while getopts "c:s:D:d:w:r:S:B:o:b:h" opt; do
+while getopts "c:R:P:s:D:d:w:r:S:B:o:b:h" opt; do
     case "$opt" in
         c) counts="$OPTARG" ;;
+        R) rates="$OPTARG" ;;
+        P) percentiles="$OPTARG" ;;
         s) size="$OPTARG" ;;
         D) depth="$OPTARG" ;;
         d) duration="$OPTARG" ;;
@@ -83,6 +92,12 @@ shift $((OPTIND - 1))
 for n in $counts; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "-c wants connection counts, such as \"1 10 100\""
 done
+for r in $rates; do
+    [[ "$r" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "-R wants rates in messages per second, such as \"1000 50000\""
+done
+[ -z "$depth" ] || [[ "$depth" =~ ^[1-9][0-9]*$ ]] || die "-D wants a whole number of messages"
+# Closed loop: one run per count, marked by an empty rate.
+runs="${rates:--}"
 for t in "$duration" "$warmup"; do
     [[ "$t" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "-d and -w want seconds, such as 5 or 0.5"
 done
@@ -167,19 +182,27 @@ for round in $(seq "$rounds"); do
             [ -n "$up" ] || die "$name: the server did not answer on $addr within 10 s"
         fi
         for n in $counts; do
+          for rate in $runs; do
+            args=(--connections "$n" --size "$size" --duration "$duration" --warmup "$warmup"
+                --percentiles "$percentiles")
+            [ -n "$depth" ] && args+=(--depth "$depth")
+            what="$n connections"
+            if [ "$rate" != "-" ]; then
+                args+=(--rate "$rate")
+                what+=" at $rate/s"
+            fi
             before=""
             [ -n "$server_pid" ] && before=$(cpu_ticks "$server_pid")
             set +e
             line=$(pin "$bench_cpu" timeout -k 5 "$run_limit" "$bench" pingpong --addr "$addr" \
-                --connections "$n" --size "$size" --depth "$depth" \
-                --duration "$duration" --warmup "$warmup" | grep '^result ')
+                "${args[@]}" | grep '^result ')
             status=$?
             set -e
             if [ -z "$line" ]; then
-                echo "compare: $name at $n connections: no result (exit $status)" >&2
+                echo "compare: $name at $what: no result (exit $status)" >&2
                 continue
             fi
-            [ "$status" -eq 0 ] || echo "compare: $name at $n connections: errors (exit $status)" >&2
+            [ "$status" -eq 0 ] || echo "compare: $name at $what: errors (exit $status)" >&2
             extra=" round=$round"
             if [ -n "$before" ]; then
                 after=$(cpu_ticks "$server_pid")
@@ -187,6 +210,7 @@ for round in $(seq "$rounds"); do
                     'BEGIN { printf " server_cpu_secs=%.2f", t / hz }')
             fi
             emit "result server=$name${line#result}$extra"
+          done
         done
         stop_server
     done

@@ -9,23 +9,36 @@
 //! of what is measured. So a scheduled loop registers a Linux `timerfd`
 //! with its poll, arms it for the next start (to the nanosecond; the
 //! kernel's timer slack adds some 50 us), and the poll wakes on it as on
-//! any other event. Deadlines that need no such precision (a phase's end,
-//! the silence scan) stay on the poll's timeout.
+//! any other event. `pingpong --rate` uses it too, for the same reason:
+//! its latencies run from when each message was due. The poll's timeout
+//! stays set as well, so a loop wakes (a little late) even without it.
+//!
+//! Linux only: elsewhere there is no timerfd, and [`Alarm`] is a stand-in
+//! that says once, at start-up, that scheduled wakes keep the poll's
+//! millisecond there.
 
 use std::io;
+#[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+#[cfg(target_os = "linux")]
+use std::time::Duration;
+use std::time::Instant;
 
+#[cfg(target_os = "linux")]
 use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
+#[cfg(target_os = "linux")]
+use mio::Interest;
+use mio::{Registry, Token};
 
 /// A one-shot timer the poll reports as readable when it fires.
+#[cfg(target_os = "linux")]
 pub(crate) struct Alarm {
     fd: OwnedFd,
     /// When it is set to fire, if it is.
     armed: Option<Instant>,
 }
 
+#[cfg(target_os = "linux")]
 impl Alarm {
     /// A disarmed alarm, registered with `registry` under `token`.
     pub(crate) fn new(registry: &Registry, token: Token) -> io::Result<Alarm> {
@@ -88,5 +101,60 @@ impl Alarm {
         // which is fine either way.
         let _ = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
         self.armed = None;
+    }
+}
+
+/// Where there is no timerfd: nothing to arm, and the poll's timeout, in
+/// whole milliseconds, wakes the loop.
+#[cfg(not(target_os = "linux"))]
+pub(crate) struct Alarm;
+
+#[cfg(not(target_os = "linux"))]
+impl Alarm {
+    /// Says once that scheduled wakes keep the poll's millisecond here.
+    pub(crate) fn new(_registry: &Registry, _token: Token) -> io::Result<Alarm> {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            log::warn!(
+                "no timerfd on this platform: scheduled sends and connects wake up to \
+                 1 ms late, and open-loop latencies include that"
+            );
+        });
+        Ok(Alarm)
+    }
+
+    /// Nothing to arm.
+    pub(crate) fn set(&mut self, _at: Instant, _now: Instant) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Never reported.
+    pub(crate) fn fired(&mut self) {}
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll};
+
+    /// A set alarm ends a long wait at its time, with an event under its
+    /// own token; one set for a moment just passed fires at once.
+    #[test]
+    fn a_set_alarm_ends_the_wait() {
+        const TOKEN: Token = Token(7);
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(8);
+        let mut alarm = Alarm::new(poll.registry(), TOKEN).unwrap();
+        for after in [Duration::from_millis(20), Duration::ZERO] {
+            let now = Instant::now();
+            alarm.set(now + after, now).unwrap();
+            poll.poll(&mut events, Some(Duration::from_secs(10)))
+                .unwrap();
+            let waited = now.elapsed();
+            assert!(events.iter().any(|e| e.token() == TOKEN));
+            assert!(waited >= after, "{waited:?}");
+            assert!(waited < Duration::from_secs(5), "{waited:?}");
+            alarm.fired();
+        }
     }
 }

@@ -36,7 +36,9 @@
 //! A mode is a [`Mode`] and its options and report, in a file of its own.
 //! What it needs from time goes through [`Mode::deadline`]: a phase's end,
 //! or the next moment a connection is due to send (a paced mode keeps its
-//! own schedule and answers with the earliest). What it counts lives in the
+//! own schedule, answers with the earliest, and its timer hands the
+//! connections due their turn with [`Flow::Send`]; [`Mode::PRECISE_TIMER`]
+//! keeps that moment to the microsecond). What it counts lives in the
 //! mode and is merged by its `run` from each loop's [`Ran`].
 //!
 //! # Connections opened during the run
@@ -101,6 +103,16 @@ pub(crate) enum Flow {
     Continue,
     /// The loop is over; connections still open close without failing.
     Stop,
+    /// Go on, after letting connections `from .. from + count` (by number;
+    /// those of other loops are skipped) send: a paced mode's schedule
+    /// reached them, so [`Mode::send`] is called for each, as after an
+    /// event. No [`Mode::sweep`] follows.
+    Send {
+        /// The first connection's number.
+        from: usize,
+        /// How many, in number order (`usize::MAX`: all from `from` on).
+        count: usize,
+    },
 }
 
 /// One load mode: what its connections do, and what it counts.
@@ -126,6 +138,12 @@ pub(crate) trait Mode {
     /// Whether the loop ends as soon as no connection is open (true), or
     /// only when the timer says [`Flow::Stop`].
     const ENDS_WHEN_ALL_CLOSED: bool = true;
+
+    /// Whether [`Mode::deadline`] must be kept to the microsecond, not to
+    /// epoll's millisecond (see `src/alarm.rs`): for a paced mode, whose
+    /// latencies run from when a message was due, so a late wake would be
+    /// counted against the server.
+    const PRECISE_TIMER: bool = false;
 
     /// The load starts at `now`, every connection of the loop open.
     fn start(&mut self, now: Instant);
@@ -398,9 +416,14 @@ pub(crate) struct Ran<M> {
 struct Driver<M: Mode> {
     mode: M,
     conns: Slab<Conn<M::State>>,
-    /// How to open connections during the run, and the alarm that wakes
-    /// the loop when the next is due; `None` when all were dialed up front.
-    opener: Option<(Opener, Alarm)>,
+    /// How to open connections during the run; `None` when all were dialed
+    /// up front.
+    opener: Option<Opener>,
+    /// The fine timer, for a mode that opens connections on a schedule or
+    /// asks for one ([`Mode::PRECISE_TIMER`]).
+    alarm: Option<Alarm>,
+    /// The number of the connection at key 0.
+    first: usize,
     failures: Failures,
     pattern: Pattern,
     /// The one read buffer every echo passes through, allocated once.
@@ -423,6 +446,10 @@ pub(crate) fn drive<M: Mode>(
     dialed: &mut Dialed,
     first: usize,
 ) -> Result<Ran<M>, LoadError> {
+    let alarm = match M::PRECISE_TIMER {
+        true => Some(Alarm::new(poll.registry(), ALARM).map_err(|e| LoadError::Setup("timer", e))?),
+        false => None,
+    };
     let started = Instant::now();
     mode.start(started);
     // Key `i` for connection `first + i`, as dial registered it; the keys
@@ -441,6 +468,8 @@ pub(crate) fn drive<M: Mode>(
         mode,
         conns,
         opener: None,
+        alarm,
+        first,
         failures: std::mem::take(&mut dialed.failures),
         pattern: Pattern::new(),
         buf: vec![0u8; IO_CHUNK].into_boxed_slice(),
@@ -466,7 +495,9 @@ pub(crate) fn drive_opening<M: Mode>(
     let driver = Driver {
         mode,
         conns: Slab::new(),
-        opener: Some((opener, alarm)),
+        opener: Some(opener),
+        alarm: Some(alarm),
+        first: 0,
         failures: Failures::default(),
         pattern: Pattern::new(),
         buf: vec![0u8; IO_CHUNK].into_boxed_slice(),
@@ -518,6 +549,10 @@ impl<M: Mode> Driver<M> {
             self.open_due(poll.registry(), now);
             if now >= self.mode.deadline() {
                 let flow = self.mode.on_timer(now, self.conns.len());
+                if let Flow::Send { from, count } = flow {
+                    self.send_due(from, count, now);
+                    continue;
+                }
                 self.sweep(now);
                 if flow == Flow::Stop {
                     return Ok(now);
@@ -531,15 +566,8 @@ impl<M: Mode> Driver<M> {
             }
             let mut wake = self.mode.deadline();
             if let Some(at) = self.mode.open_due() {
-                match &mut self.opener {
-                    // More were due than one turn opens: go on at once.
-                    _ if at <= now => wake = now,
-                    // To the microsecond, not the poll's millisecond.
-                    Some((_, alarm)) => alarm
-                        .set(at, now)
-                        .map_err(|e| LoadError::Setup("timer", e))?,
-                    None => wake = wake.min(at),
-                }
+                // More were due than one turn opens: go on at once.
+                wake = wake.min(at.max(now));
             }
             if let Some(limit) = silence {
                 if now >= next_scan {
@@ -551,12 +579,21 @@ impl<M: Mode> Driver<M> {
             if let Some(at) = self.progress(now) {
                 wake = wake.min(at);
             }
+            // To the microsecond, not the poll's millisecond (which still
+            // wakes the loop, a little later, if the alarm cannot).
+            if let Some(alarm) = &mut self.alarm {
+                if wake > now {
+                    alarm
+                        .set(wake, now)
+                        .map_err(|e| LoadError::Setup("timer", e))?;
+                }
+            }
             wait(poll, events, wake.saturating_duration_since(now))?;
             // Every event is a hint (see the module docs): `turn` acts on
             // what the system calls return.
             for event in events.iter() {
                 if event.token() == ALARM {
-                    if let Some((_, alarm)) = &mut self.opener {
+                    if let Some(alarm) = &mut self.alarm {
                         alarm.fired();
                     }
                     continue;
@@ -608,6 +645,17 @@ impl<M: Mode> Driver<M> {
         self.settle(key, verdict);
     }
 
+    /// The schedule reached connections `from .. from + count`: each of
+    /// this loop's sends what it may. Only those named are visited, so a
+    /// paced mode's wake costs what it sends, not one call per connection.
+    fn send_due(&mut self, from: usize, count: usize, now: Instant) {
+        let start = from.saturating_sub(self.first);
+        let end = from.saturating_add(count).saturating_sub(self.first);
+        for key in start..end.min(self.conns.capacity()) {
+            self.turn(key, None, now);
+        }
+    }
+
     /// The timer fired: the mode decides about every open connection.
     fn sweep(&mut self, now: Instant) {
         for key in 0..self.conns.capacity() {
@@ -640,7 +688,7 @@ impl<M: Mode> Driver<M> {
     /// Opens the connections the mode wants opened by `now` (at most
     /// [`OPENS_PER_TURN`]), each registered under a vacant key.
     fn open_due(&mut self, registry: &Registry, now: Instant) {
-        let Some((opener, _)) = &self.opener else {
+        let Some(opener) = &self.opener else {
             return;
         };
         for _ in 0..OPENS_PER_TURN {

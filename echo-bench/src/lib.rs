@@ -43,6 +43,7 @@
 //! | a run: connections spread over loops, opened, started together | `src/run.rs` |
 //! | waking a loop on time for a schedule (a `timerfd`, not the poll's milliseconds) | `src/alarm.rs` |
 //! | `pingpong`: messages and their round trips | [`pingpong`] |
+//! | `pingpong --rate`: the open-loop schedule, latency from each message's due time | [`paced`] |
 //! | `stream`: full-duplex bulk transfer | [`stream`] |
 //! | `connections`: many idle connections at once | [`connections`] |
 //! | `churn`: connections opened, echoed over and closed at a rate | [`churn`] |
@@ -67,6 +68,7 @@ pub mod connections;
 pub mod dial;
 mod driver;
 pub mod json;
+pub mod paced;
 pub mod pattern;
 pub mod pingpong;
 pub mod progress;
@@ -76,7 +78,7 @@ pub mod stream;
 pub mod target;
 pub mod udp;
 
-pub use report::{Failure, Failures, Outcome, ResultLine};
+pub use report::{Failure, Failures, Outcome, Percentiles, ResultLine};
 
 /// The most bytes one `read` or `write` moves. 32 KiB: on this kernel 64 KiB
 /// calls move bulk loopback streams about half as fast (the server's read

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use echo_bench::{
     churn, connections, dial, json, pingpong, progress, stream, target, udp, LoadError, Outcome,
+    Percentiles,
 };
 use mio_echo_net::{parse_socket_addr, DEFAULT_ADDR};
 
@@ -53,7 +54,13 @@ enum Mode {
     ///
     /// Every connection sends a --size message and waits for its echo (or
     /// keeps --depth messages in flight), for --warmup and then --duration
-    /// seconds. Only the --duration window is counted.
+    /// seconds. Only the --duration window is counted. These percentiles
+    /// are closed-loop: a stall delays the load too, and counts once.
+    ///
+    /// With --rate R: an open loop. R messages per second in all, spread
+    /// evenly over the connections, each sent when due (pipelined, up to
+    /// --depth in flight) and timed from when it was due: the latency a
+    /// client sending at R would see, and whether the server kept up.
     Pingpong(PingpongArgs),
     /// Full-duplex bulk transfer: MiB/s.
     ///
@@ -140,10 +147,20 @@ struct PingpongArgs {
     #[arg(short, long, value_name = "BYTES", default_value = "64", value_parser = mio_echo_cli::bytes)]
     size: u64,
 
-    /// Messages in flight per connection (1: strict ping-pong).
-    #[arg(long, value_name = "K", default_value_t = 1,
+    /// Messages in flight per connection (default 1: strict ping-pong);
+    /// with --rate, the most in flight before a connection is behind
+    /// (default 1024).
+    #[arg(long, value_name = "K",
           value_parser = clap::value_parser!(u32).range(1..=pingpong::MAX_DEPTH as i64))]
-    depth: u32,
+    depth: Option<u32>,
+
+    /// Open loop: R messages per second over all connections, each timed
+    /// from when it was due.
+    #[arg(short, long, value_name = "R", value_parser = parse_rate, allow_negative_numbers = true)]
+    rate: Option<f64>,
+
+    #[command(flatten)]
+    percentiles: PercentilesArg,
 
     /// Seconds to measure, after the warm-up.
     #[arg(short, long, value_name = "SECS", default_value = "5",
@@ -186,6 +203,19 @@ struct StreamArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: u32,
+
+    #[command(flatten)]
+    percentiles: PercentilesArg,
+}
+
+/// `--percentiles`, for every mode that reports latency.
+#[derive(Args, Debug)]
+struct PercentilesArg {
+    /// Latency percentiles to report, comma-separated, each more than 0
+    /// and at most 100 (result keys p50_us, p99_9_us, ...).
+    #[arg(long, value_name = "LIST", default_value = "50,99,99.9",
+          value_parser = Percentiles::parse, allow_hyphen_values = true)]
+    percentiles: Percentiles,
 }
 
 #[derive(Args, Debug)]
@@ -278,6 +308,16 @@ struct UdpArgs {
     duration: Duration,
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= pingpong::MAX_RATE => Ok(r),
+        _ => Err(format!(
+            "expected messages per second, more than 0 and at most {:e}",
+            pingpong::MAX_RATE
+        )),
+    }
+}
+
 /// `--addr` as the resolver will take it: an IP and port, or a name and a
 /// port. A malformed one (no port, a port past 65535, a bracketed address
 /// that is not IPv6, an unknown interface) is a usage error here; whether
@@ -327,7 +367,16 @@ fn main() -> ExitCode {
             addr,
             connections: a.connections as usize,
             size: usize::try_from(a.size).unwrap_or(usize::MAX),
-            depth: a.depth as usize,
+            depth: a.depth.map_or(
+                if a.rate.is_some() {
+                    pingpong::RATE_DEPTH
+                } else {
+                    1
+                },
+                |d| d as usize,
+            ),
+            rate: a.rate,
+            percentiles: a.percentiles.percentiles,
             duration: a.duration,
             warmup: a.warmup,
             timeout: a.server.timeout,
@@ -340,6 +389,7 @@ fn main() -> ExitCode {
             timeout: a.server.timeout,
             max_time: a.max_time,
             threads: a.threads as usize,
+            percentiles: a.percentiles.percentiles,
         })),
         Mode::Connections(a) => format.finish(connections::run(&connections::Options {
             addr,

@@ -19,22 +19,38 @@
 //! 2. Warm up for `--warmup` seconds: full load, nothing counted.
 //! 3. Measure for `--duration` seconds: echoes completed in this window,
 //!    and their round trips, are the result.
-//! 4. Finish: send no new message, wait (at most `--timeout`) for every
-//!    byte in flight to come back and be checked, then close.
+//! 4. Finish: send no new message (but the rest of one begun), half-close,
+//!    and wait (at most `--timeout`) for every byte in flight to come back
+//!    and be checked, followed by exactly the server's EOF: a byte more, a
+//!    reset, or no EOF in time counts as a failure, as in every mode.
 //!
 //! A connection with bytes in flight and no echo for `--timeout` counts as
 //! failed; so does a reset, an early close, or a byte that differs. The run
 //! goes on with the others.
 //!
-//! Read next: [`super::stream`] for bulk transfer in both directions.
+//! # Closed loop, and its blind spot
+//!
+//! Without `--rate`, a connection sends its next message only when an echo
+//! frees a slot: the load waits for the server. So a server that stalls for
+//! 500 ms delays one message per slot, which shows as one slow sample,
+//! while the hundreds of messages a real client would have sent during the
+//! stall are never sent, so never measured ("coordinated omission"). The
+//! percentiles of this mode describe a polite client, not the server's
+//! latency under a load; the report says so. `--rate` runs the open-loop
+//! schedule of [`super::paced`] instead, which measures each message from
+//! the moment it was due.
+//!
+//! Read next: [`super::paced`] for `--rate`, then [`super::stream`] for
+//! bulk transfer in both directions.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::driver::{Conn, Flow, Mode, Next};
+use super::paced::Paced;
 use super::pattern::Pattern;
-use super::report::{self, Failures, Fault, Latency, Outcome, ResultLine};
+use super::report::{self, Failures, Fault, Latency, Outcome, Percentiles, ResultLine};
 use super::run::{self, Plan};
 use super::{positive, LoadError, DEFAULT_TIMEOUT};
 
@@ -45,6 +61,17 @@ pub const MAX_SIZE: usize = 16 * 1024 * 1024;
 /// The largest `--depth`.
 pub const MAX_DEPTH: usize = 1024;
 
+/// The `--depth` of a run with a `--rate` unless told otherwise: how many
+/// messages a connection may have in flight before it counts as behind.
+/// The schedule keeps no per-message memory (a message's due time is
+/// computed from its number), so a deep pipeline costs only socket buffer.
+pub const RATE_DEPTH: usize = MAX_DEPTH;
+
+/// The largest `--rate`, in messages per second: far beyond what one
+/// process can send, small enough that the schedule's picosecond step
+/// stays exact.
+pub const MAX_RATE: f64 = 1e9;
+
 /// What a `pingpong` run does.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -54,8 +81,15 @@ pub struct Options {
     pub connections: usize,
     /// Bytes per message.
     pub size: usize,
-    /// Messages in flight per connection (1: strict ping-pong).
+    /// Messages in flight per connection (1: strict ping-pong); with a
+    /// `rate`, the most in flight before a connection is behind.
     pub depth: usize,
+    /// Open loop: messages per second over all connections, each sent when
+    /// the schedule says and timed from then ([`super::paced`]). `None`:
+    /// closed loop, each message sent when an echo frees its slot.
+    pub rate: Option<f64>,
+    /// The latency percentiles to report.
+    pub percentiles: Percentiles,
     /// How long to measure, after the warm-up.
     pub duration: Duration,
     /// How long to run at full load before measuring.
@@ -76,6 +110,8 @@ impl Options {
             connections: 100,
             size: 64,
             depth: 1,
+            rate: None,
+            percentiles: Percentiles::default(),
             duration: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
             timeout: DEFAULT_TIMEOUT,
@@ -97,6 +133,14 @@ impl Options {
         if self.threads == 0 {
             return bad("--threads must be at least 1".into());
         }
+        if let Some(rate) = self.rate {
+            // Also refuses NaN.
+            if !(rate > 0.0 && rate <= MAX_RATE) {
+                return bad(format!(
+                    "--rate must be more than 0 and at most {MAX_RATE:e} messages per second"
+                ));
+            }
+        }
         positive("--duration", self.duration)?;
         positive("--timeout", self.timeout)
     }
@@ -105,9 +149,12 @@ impl Options {
 /// What a `pingpong` run measured.
 ///
 /// Result-line keys, in order: `mode=pingpong addr connections size depth
-/// threads connect_secs warmup_secs duration_secs echoes echoes_per_sec
-/// mib_per_sec p50_us p99_us p999_us max_us verified_bytes`, then `errors`
-/// and the counts by kind (see [`super::report`]).
+/// threads connect_secs warmup_secs duration_secs`, with a rate `rate
+/// achieved_rate kept_up behind unsent`, then `latency` (`closed_loop` or
+/// `from_intended`), `echoes echoes_per_sec mib_per_sec`, one `pNN_us` per
+/// percentile (`p50_us p99_us p99_9_us` unless `--percentiles` says
+/// otherwise), `max_us verified_bytes`, then `errors` and the counts by
+/// kind (see [`super::report`]).
 #[derive(Debug, Clone)]
 pub struct Report {
     /// What was asked for (`threads` as used: never more than connections).
@@ -119,9 +166,11 @@ pub struct Report {
     pub measured: Duration,
     /// Echoes (whole messages back and checked) completed in the window.
     pub echoes: u64,
-    /// Their round trips: from a message's first byte sent to its last byte
-    /// back.
+    /// Their round trips: from a message's first byte sent (with a rate:
+    /// from when it was due) to its last byte back.
     pub latency: Latency,
+    /// With a rate: how the schedule went.
+    pub pacing: Option<Pacing>,
     /// Every byte that came back and was checked, warm-up and finish
     /// included.
     pub verified: u64,
@@ -129,10 +178,58 @@ pub struct Report {
     pub failures: Failures,
 }
 
+/// How an open-loop run's schedule went (see [`super::paced`]).
+#[derive(Debug, Clone, Default)]
+pub struct Pacing {
+    /// Messages per second asked for, over all connections.
+    pub requested: f64,
+    /// Messages due and not yet echoed when the measured window began.
+    pub lag_start: u64,
+    /// Messages due and not yet echoed when it ended.
+    pub lag_end: u64,
+    /// Messages due in the window that were never sent: the server was so
+    /// far behind that every connection had `--depth` in flight. Each is
+    /// in the latency with the time it had waited when the run ended, a
+    /// lower bound.
+    pub unsent: u64,
+}
+
+impl Pacing {
+    /// How much the backlog grew over the window, in messages.
+    pub fn behind(&self) -> u64 {
+        self.lag_end.saturating_sub(self.lag_start)
+    }
+}
+
+/// The share of the requested rate a run must achieve to have kept up.
+const KEPT_UP: f64 = 0.99;
+
+/// How much of the schedule a backlog may grow by between the window's
+/// start and end and still count as steady.
+const BACKLOG_NOISE: Duration = Duration::from_millis(50);
+
 impl Report {
     /// Echoes per second over the measured window.
     pub fn echoes_per_sec(&self) -> f64 {
         report::per_sec(self.echoes, self.measured)
+    }
+
+    /// With a rate: whether the server kept up, that is, echoed at least
+    /// 99% of the rate asked for, and its backlog grew by no more than 1%
+    /// of the messages due in the window or 50 ms of the
+    /// schedule, whichever is more (a backlog is never quite steady: at any
+    /// moment it holds the messages of one round trip). A server that did
+    /// not keep up has latencies that grow with the length of the run, so
+    /// they describe the run, not the server.
+    pub fn kept_up(&self) -> Option<bool> {
+        let pacing = self.pacing.as_ref()?;
+        let due = pacing.requested * self.measured.as_secs_f64();
+        let noise = pacing.requested * BACKLOG_NOISE.as_secs_f64();
+        let allowed = (due * (1.0 - KEPT_UP)).max(noise).max(1.0);
+        Some(
+            self.echoes_per_sec() >= KEPT_UP * pacing.requested
+                && pacing.behind() as f64 <= allowed,
+        )
     }
 
     /// Payload echoed per second, counted once (not once each way), in MiB.
@@ -144,13 +241,19 @@ impl Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let o = &self.options;
+        let shape = match &self.pacing {
+            None => format!("depth {}", o.depth),
+            Some(p) => format!(
+                "{}/s open loop (at most {} in flight each)",
+                p.requested, o.depth
+            ),
+        };
         writeln!(
             f,
-            "pingpong to {}: {}, {}-byte messages, depth {}, {}",
+            "pingpong to {}: {}, {}-byte messages, {shape}, {}",
             o.addr,
             report::count(o.connections as u64, "connection"),
             o.size,
-            o.depth,
             report::count(o.threads as u64, "thread"),
         )?;
         writeln!(
@@ -165,6 +268,14 @@ impl fmt::Display for Report {
             self.measured.as_secs_f64(),
             o.warmup.as_secs_f64()
         )?;
+        if let Some(p) = &self.pacing {
+            writeln!(
+                f,
+                "  rate         {}/s requested, {:.0}/s achieved",
+                p.requested,
+                self.echoes_per_sec()
+            )?;
+        }
         writeln!(
             f,
             "  echoes       {} ({:.0}/s)",
@@ -176,16 +287,45 @@ impl fmt::Display for Report {
             "  throughput   {:.2} MiB/s of payload (each way)",
             self.mib_per_sec()
         )?;
-        writeln!(
-            f,
-            "  round trip   p50 {:.1}us  p99 {:.1}us  p99.9 {:.1}us  max {:.1}us",
-            self.latency.quantile_us(0.5),
-            self.latency.quantile_us(0.99),
-            self.latency.quantile_us(0.999),
-            self.latency.max_us()
-        )?;
+        let percentiles = self.latency.summary(&o.percentiles);
+        match &self.pacing {
+            None => {
+                writeln!(f, "  round trip   {percentiles}")?;
+                writeln!(
+                    f,
+                    "               (closed loop: each message waits for an echo, so a stall \
+                     counts once; use --rate for latency under a steady load)"
+                )?;
+            }
+            Some(_) => {
+                writeln!(f, "  latency      {percentiles}")?;
+                writeln!(
+                    f,
+                    "               (open loop: from each message's due time, whenever it was sent)"
+                )?;
+            }
+        }
         writeln!(f, "  verified     {} bytes", self.verified)?;
-        self.failures.fmt(f)
+        self.failures.fmt(f)?;
+        if let (Some(p), Some(false)) = (&self.pacing, self.kept_up()) {
+            writeln!(
+                f,
+                "  the server did not keep up: achieved {:.0}/s of {}/s requested \
+                 (latency grows with the run)",
+                self.echoes_per_sec(),
+                p.requested
+            )?;
+            if p.behind() > 0 || p.unsent > 0 {
+                writeln!(
+                    f,
+                    "               the backlog grew by {} messages over the window; {} due were \
+                     never sent",
+                    p.behind(),
+                    p.unsent
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -213,13 +353,22 @@ impl Outcome for Report {
             "duration_secs",
             format!("{:.3}", self.measured.as_secs_f64()),
         );
+        if let Some(p) = &self.pacing {
+            line.push("rate", p.requested);
+            line.push("achieved_rate", format!("{:.0}", self.echoes_per_sec()));
+            line.push("kept_up", self.kept_up().unwrap_or(false));
+            line.push("behind", p.behind());
+            line.push("unsent", p.unsent);
+        }
+        let latency = match self.pacing {
+            None => "closed_loop",
+            Some(_) => "from_intended",
+        };
+        line.push("latency", latency);
         line.push("echoes", self.echoes);
         line.push("echoes_per_sec", format!("{:.0}", self.echoes_per_sec()));
         line.push("mib_per_sec", format!("{:.2}", self.mib_per_sec()));
-        line.push("p50_us", format!("{:.1}", self.latency.quantile_us(0.5)));
-        line.push("p99_us", format!("{:.1}", self.latency.quantile_us(0.99)));
-        line.push("p999_us", format!("{:.1}", self.latency.quantile_us(0.999)));
-        line.push("max_us", format!("{:.1}", self.latency.max_us()));
+        self.latency.add_to(line, &o.percentiles);
         line.push("verified_bytes", self.verified);
     }
 
@@ -248,29 +397,68 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
         options.threads,
         options.timeout,
     );
-    let run = run::run(&plan, || PingPong::new(&options))?;
     let mut report = Report {
         options: options.clone(),
-        connect_time: run.open_time,
+        connect_time: Duration::ZERO,
         measured: Duration::ZERO,
         echoes: 0,
         latency: Latency::new(),
+        pacing: None,
         verified: 0,
         failures: Failures::default(),
     };
-    for ran in &run.loops {
-        let tally = &ran.mode.tally;
-        let measured = ran
-            .ended
-            .min(tally.until)
-            .saturating_duration_since(tally.from);
-        report.measured = report.measured.max(measured);
-        report.echoes += tally.echoes;
-        report.latency.merge(&tally.latency);
-        report.verified += tally.verified;
-        report.failures.merge(&ran.failures);
+    match options.rate {
+        None => {
+            let run = run::run(&plan, || PingPong::new(&options))?;
+            report.connect_time = run.open_time;
+            for ran in &run.loops {
+                report.add(&ran.mode.tally, ran.ended, &ran.failures);
+            }
+        }
+        Some(rate) => {
+            let run = run::run(&plan, || Paced::new(&options, rate))?;
+            report.connect_time = run.open_time;
+            let mut pacing = Pacing {
+                requested: rate,
+                ..Pacing::default()
+            };
+            for ran in &run.loops {
+                report.add(ran.mode.tally(), ran.ended, &ran.failures);
+                ran.mode.add_pacing(&mut pacing);
+            }
+            report.pacing = Some(pacing);
+        }
     }
     Ok(report)
+}
+
+/// What a connection still open at the end of the finish lacks: echoes of
+/// the `expected` bytes, or, with every one back, the server's EOF (for
+/// the whole `timeout`).
+pub(crate) fn end_missing<S>(conn: &Conn<S>, expected: u64, timeout: Duration) -> Fault {
+    if conn.in_flight() == 0 {
+        return Fault::Silent {
+            waited: timeout,
+            received: conn.received(),
+            sent: conn.sent(),
+        };
+    }
+    Fault::Unfinished {
+        received: conn.received(),
+        expected,
+    }
+}
+
+impl Report {
+    /// Adds what one loop counted, until it `ended`.
+    fn add(&mut self, tally: &Tally, ended: Instant, failures: &Failures) {
+        let measured = ended.min(tally.until).saturating_duration_since(tally.from);
+        self.measured = self.measured.max(measured);
+        self.echoes += tally.echoes;
+        self.latency.merge(&tally.latency);
+        self.verified += tally.verified;
+        self.failures.merge(failures);
+    }
 }
 
 /// The mode, in one loop: its phase and what it counted.
@@ -304,21 +492,45 @@ struct Ring {
     stamped: u64,
     /// When each message in flight started out.
     sent_at: Box<[Instant]>,
+    /// Half-closed: every message begun is written, and the server's EOF
+    /// is due after the last echo.
+    shut: bool,
 }
 
-/// What the loop counts, and the window it counts in.
-struct Tally {
-    from: Instant,
-    until: Instant,
-    echoes: u64,
-    latency: Latency,
-    verified: u64,
+/// What a loop counts, and the window it counts in.
+pub(crate) struct Tally {
+    /// The measured window.
+    pub(crate) from: Instant,
+    pub(crate) until: Instant,
+    /// Echoes that came back whole in the window.
+    pub(crate) echoes: u64,
+    /// Their round trips (closed loop), or the latencies of the messages
+    /// due in the window (open loop).
+    pub(crate) latency: Latency,
+    /// Every byte checked.
+    pub(crate) verified: u64,
 }
 
 impl Tally {
+    /// A window that begins and ends at `now`, for `start` to move.
+    pub(crate) fn new(now: Instant) -> Tally {
+        Tally {
+            from: now,
+            until: now,
+            echoes: 0,
+            latency: Latency::new(),
+            verified: 0,
+        }
+    }
+
+    /// Whether `at` falls in the window.
+    pub(crate) fn within(&self, at: Instant) -> bool {
+        at >= self.from && at < self.until
+    }
+
     /// A message came back whole at `now` after `rtt`.
     fn echo(&mut self, now: Instant, rtt: Duration) {
-        if now >= self.from && now < self.until {
+        if self.within(now) {
             self.echoes += 1;
             self.latency.record(rtt);
         }
@@ -328,24 +540,28 @@ impl Tally {
 impl PingPong<'_> {
     fn new(options: &Options) -> PingPong<'_> {
         // The window is set when the load starts.
-        let now = Instant::now();
         PingPong {
             options,
             size: options.size as u64,
             phase: Phase::Loading,
-            tally: Tally {
-                from: now,
-                until: now,
-                echoes: 0,
-                latency: Latency::new(),
-                verified: 0,
-            },
+            tally: Tally::new(Instant::now()),
         }
     }
 
     /// Past the measured window.
     fn finishing(&self) -> bool {
         !matches!(self.phase, Phase::Loading)
+    }
+
+    /// Finishing: half-closes `conn` once its last message begun is
+    /// written. Out of line: the hot path pays one comparison for it.
+    #[cold]
+    fn half_close(&self, conn: &mut Conn<Ring>) -> Result<Next, Fault> {
+        if !conn.state.shut && conn.sent() == conn.state.stamped * self.size {
+            conn.shutdown_write()?;
+            conn.state.shut = true;
+        }
+        Ok(Next::Continue)
     }
 
     /// How far `conn`'s stream may have been written: every message echoed
@@ -372,12 +588,14 @@ impl Mode for PingPong<'_> {
         Ring {
             stamped: 0,
             sent_at: vec![now; self.options.depth].into_boxed_slice(),
+            shut: false,
         }
     }
 
     /// Writes what the connection may and stamps every message begun.
     /// Called straight after every read, so a message goes out in the same
-    /// turn its predecessor's echo arrived.
+    /// turn its predecessor's echo arrived. Finishing, it writes the rest
+    /// of the last message begun, then half-closes.
     #[inline]
     fn send(
         &mut self,
@@ -392,8 +610,8 @@ impl Mode for PingPong<'_> {
             ring.sent_at[(ring.stamped % depth) as usize] = now;
             ring.stamped += 1;
         }
-        if self.finishing() && conn.in_flight() == 0 {
-            return Ok(Next::Done);
+        if self.finishing() {
+            return self.half_close(conn);
         }
         Ok(Next::Continue)
     }
@@ -415,14 +633,20 @@ impl Mode for PingPong<'_> {
         self.tally.verified / self.size
     }
 
+    /// Half-closed with every echo back: the EOF is next.
+    #[inline]
+    fn eof_due(&self, conn: &Conn<Ring>) -> bool {
+        conn.state.shut && conn.in_flight() == 0
+    }
+
     fn silence_limit(&self) -> Option<Duration> {
         Some(self.options.timeout)
     }
 
-    /// Only bytes in flight are owed: a connection that has every echo
-    /// back is waiting for nothing.
+    /// Bytes in flight are owed, and after the half-close the EOF: a
+    /// connection that has every echo back while loading waits for nothing.
     fn owed(&self, conn: &Conn<Ring>) -> bool {
-        conn.in_flight() > 0
+        conn.in_flight() > 0 || conn.state.shut
     }
 
     fn deadline(&self) -> Instant {
@@ -437,11 +661,16 @@ impl Mode for PingPong<'_> {
     fn on_timer(&mut self, now: Instant, live: usize) -> Flow {
         match self.phase {
             Phase::Loading => {
-                log::debug!("measurement over; waiting for the echoes in flight");
+                log::debug!("measurement over; half-closing, waiting for the echoes in flight");
                 self.phase = Phase::Finishing {
                     until: now + self.options.timeout,
                 };
-                Flow::Continue
+                // Every connection finishes its last message and
+                // half-closes.
+                Flow::Send {
+                    from: 0,
+                    count: usize::MAX,
+                }
             }
             Phase::Finishing { until } => {
                 log::debug!("{live} connections unfinished at {until:?}");
@@ -452,20 +681,16 @@ impl Mode for PingPong<'_> {
         }
     }
 
-    /// Finishing: connections with nothing in flight close now, the others
-    /// once their echoes are back. Over: every connection still open fails.
+    /// Over: every connection still open (an echo or the EOF missing)
+    /// fails. Until then connections close by their EOF.
     fn sweep(&mut self, conn: &Conn<Ring>, _now: Instant) -> Result<Next, Fault> {
-        let expected = conn.state.stamped * self.size;
         match self.phase {
-            Phase::Loading => Ok(Next::Continue),
-            Phase::Finishing { .. } if conn.in_flight() == 0 && conn.sent() == expected => {
-                Ok(Next::Done)
-            }
-            Phase::Finishing { .. } => Ok(Next::Continue),
-            Phase::Over => Err(Fault::Unfinished {
-                received: conn.received(),
-                expected,
-            }),
+            Phase::Loading | Phase::Finishing { .. } => Ok(Next::Continue),
+            Phase::Over => Err(end_missing(
+                conn,
+                conn.state.stamped * self.size,
+                self.options.timeout,
+            )),
         }
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! Read next: [`super::pingpong`], the mode that uses all of this.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -171,6 +172,16 @@ impl fmt::Display for Fault {
                 f,
                 "the server sent more than it was sent: {sent} bytes sent, more than \
                  {received} came back"
+            ),
+            // Everything came back: what is missing is the server's EOF.
+            Fault::Silent {
+                waited,
+                received,
+                sent,
+            } if received == sent && *sent > 0 => write!(
+                f,
+                "all {sent} bytes came back, then nothing (no EOF) for {:.1}s",
+                waited.as_secs_f64()
             ),
             Fault::Silent {
                 waited,
@@ -361,12 +372,92 @@ impl Latency {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.hist.add(&other.hist);
     }
+
+    /// `p50 12.3us  p99 45.6us  max 78.9us`: each of `percentiles`, then
+    /// the longest, for a summary line.
+    pub fn summary(&self, percentiles: &Percentiles) -> String {
+        let mut text = String::new();
+        for &p in percentiles.list() {
+            text.push_str(&format!("p{p} {:.1}us  ", self.quantile_us(p / 100.0)));
+        }
+        text.push_str(&format!("max {:.1}us", self.max_us()));
+        text
+    }
+
+    /// Adds `pNN_us=` for each of `percentiles` (`p99_9_us` for 99.9), then
+    /// `max_us=`, to a result line.
+    pub fn add_to(&self, line: &mut ResultLine, percentiles: &Percentiles) {
+        for &p in percentiles.list() {
+            line.push(
+                Percentiles::key(p),
+                format!("{:.1}", self.quantile_us(p / 100.0)),
+            );
+        }
+        line.push("max_us", format!("{:.1}", self.max_us()));
+    }
+}
+
+/// The latency percentiles a report shows (`--percentiles 50,90,99,99.9`):
+/// each more than 0 and at most 100, in increasing order, none twice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Percentiles(Vec<f64>);
+
+impl Default for Percentiles {
+    /// p50, p99 and p99.9.
+    fn default() -> Self {
+        Percentiles(Percentiles::DEFAULT.to_vec())
+    }
+}
+
+impl Percentiles {
+    /// What a report shows unless told otherwise.
+    pub const DEFAULT: [f64; 3] = [50.0, 99.0, 99.9];
+
+    /// The list, sorted and without repeats; an error names the first
+    /// value out of range.
+    pub fn new(list: &[f64]) -> Result<Percentiles, String> {
+        if list.is_empty() {
+            return Err("expected at least one percentile".into());
+        }
+        if let Some(p) = list.iter().find(|p| !(**p > 0.0 && **p <= 100.0)) {
+            return Err(format!(
+                "percentile {p} is out of range: each must be more than 0 and at most 100"
+            ));
+        }
+        let mut list = list.to_vec();
+        list.sort_by(f64::total_cmp);
+        list.dedup();
+        Ok(Percentiles(list))
+    }
+
+    /// Parses a comma-separated list such as `50,90,99,99.9`.
+    pub fn parse(text: &str) -> Result<Percentiles, String> {
+        let list = text
+            .split(',')
+            .map(|p| {
+                p.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("expected percentiles such as 50,99,99.9, got {p:?}"))
+            })
+            .collect::<Result<Vec<f64>, String>>()?;
+        Percentiles::new(&list)
+    }
+
+    /// The percentiles, in increasing order.
+    pub fn list(&self) -> &[f64] {
+        &self.0
+    }
+
+    /// The result-line key of percentile `p`: `p50_us`, `p99_9_us`.
+    pub fn key(p: f64) -> String {
+        format!("p{}_us", p.to_string().replace('.', "_"))
+    }
 }
 
 /// The machine-readable last line of a run: `result key=value ...`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResultLine {
-    fields: Vec<(&'static str, String)>,
+    fields: Vec<(Cow<'static, str>, String)>,
 }
 
 impl ResultLine {
@@ -377,21 +468,22 @@ impl ResultLine {
 
     /// Adds `key=value`. Spaces in the value become `_`, so the line always
     /// splits on spaces.
-    pub fn push(&mut self, key: &'static str, value: impl fmt::Display) {
-        self.fields.push((key, value.to_string().replace(' ', "_")));
+    pub fn push(&mut self, key: impl Into<Cow<'static, str>>, value: impl fmt::Display) {
+        self.fields
+            .push((key.into(), value.to_string().replace(' ', "_")));
     }
 
     /// The value of `key`, if the line has it.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.fields
             .iter()
-            .find(|(k, _)| *k == key)
+            .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
 
     /// Every pair, in the order they print (for [`super::json`]).
-    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        self.fields.iter().map(|(k, v)| (*k, v.as_str()))
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 }
 
@@ -520,6 +612,38 @@ mod tests {
         a.merge(&b);
         assert_eq!(a.count(Failure::EarlyClose), 8);
         assert_eq!(a.details().len(), DETAILS);
+    }
+
+    /// A percentile list is sorted, without repeats, each in (0, 100]; its
+    /// keys spell the decimal point as `_`.
+    #[test]
+    fn percentiles_are_checked_sorted_and_keyed() {
+        let p = Percentiles::parse("99.9, 50,99,50").unwrap();
+        assert_eq!(p.list(), [50.0, 99.0, 99.9]);
+        assert_eq!(p, Percentiles::default());
+        let keys: Vec<String> = p.list().iter().map(|&p| Percentiles::key(p)).collect();
+        assert_eq!(keys, ["p50_us", "p99_us", "p99_9_us"]);
+        assert_eq!(Percentiles::parse("100").unwrap().list(), [100.0]);
+        for bad in ["0", "-1", "100.1", "NaN", "", "50,,99", "p99"] {
+            assert!(Percentiles::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The summary and the result line show the percentiles asked for.
+    #[test]
+    fn latency_shows_the_percentiles_asked_for() {
+        let mut l = Latency::new();
+        for us in 1..=1000 {
+            l.record(Duration::from_micros(us));
+        }
+        let p = Percentiles::parse("90,99.99").unwrap();
+        let mut line = ResultLine::new();
+        l.add_to(&mut line, &p);
+        let p90: f64 = line.get("p90_us").unwrap().parse().unwrap();
+        assert!((899.0..=901.0).contains(&p90), "{line}");
+        assert!(line.get("p99_99_us").is_some(), "{line}");
+        assert!(line.get("max_us").is_some(), "{line}");
+        assert!(l.summary(&p).starts_with("p90 9"), "{}", l.summary(&p));
     }
 
     /// Percentiles come back in microseconds.

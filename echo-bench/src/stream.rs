@@ -18,6 +18,18 @@
 //! before closing. No progress for `--timeout`, or the `--max-time`
 //! deadline, fails the connections still going.
 //!
+//! # Latency under a bulk load
+//!
+//! Each connection times the round trip of one byte in every
+//! [`SAMPLE_EVERY`] of its stream: when a write carries the byte at the
+//! next sample mark, it notes the time; when the echo passes that mark,
+//! the time since is one sample. One sample is in flight per connection at
+//! a time (the next mark is the first not yet written when the last came
+//! back), so the cost is a comparison per write and per read, nothing per
+//! byte. A sample includes the wait behind every byte queued before it:
+//! the latency a small message would see sharing the connection with the
+//! stream.
+//!
 //! Read next: [`super::connections`] for many connections held at once.
 
 use std::fmt;
@@ -26,12 +38,16 @@ use std::time::{Duration, Instant};
 
 use super::driver::{Conn, Flow, Mode, Next};
 use super::pattern::Pattern;
-use super::report::{self, Failures, Fault, Outcome, ResultLine};
+use super::report::{self, Failures, Fault, Latency, Outcome, Percentiles, ResultLine};
 use super::run::{self, Plan};
 use super::{positive, LoadError, DEFAULT_TIMEOUT};
 
 /// The default for `--max-time`: the longest a transfer may take in all.
 pub const DEFAULT_MAX_TIME: Duration = Duration::from_secs(120);
+
+/// How far apart, in the stream, the bytes whose round trips are timed are
+/// at the least.
+pub const SAMPLE_EVERY: u64 = 64 * 1024;
 
 /// What a `stream` run does.
 #[derive(Debug, Clone)]
@@ -49,6 +65,8 @@ pub struct Options {
     pub max_time: Duration,
     /// Poll loops (threads) to spread the connections over.
     pub threads: usize,
+    /// The latency percentiles to report.
+    pub percentiles: Percentiles,
 }
 
 impl Options {
@@ -61,6 +79,7 @@ impl Options {
             timeout: DEFAULT_TIMEOUT,
             max_time: DEFAULT_MAX_TIME,
             threads: 1,
+            percentiles: Percentiles::default(),
         }
     }
 
@@ -91,8 +110,8 @@ impl Options {
 /// What a `stream` run measured.
 ///
 /// Result-line keys, in order: `mode=stream addr connections threads
-/// connect_secs bytes echoed_bytes secs mib_per_sec`, then `errors` and the
-/// counts by kind.
+/// connect_secs bytes echoed_bytes secs mib_per_sec latency_samples`, one
+/// `pNN_us` per percentile, `max_us`, then `errors` and the counts by kind.
 #[derive(Debug, Clone)]
 pub struct Report {
     /// What was asked for (`threads` as used: never more than connections).
@@ -104,6 +123,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// Bytes that came back and were checked.
     pub echoed: u64,
+    /// Round trips of sampled bytes (one per [`SAMPLE_EVERY`] at most).
+    pub latency: Latency,
     /// Connections that failed, by kind.
     pub failures: Failures,
 }
@@ -144,6 +165,12 @@ impl fmt::Display for Report {
             "  throughput   {:.2} MiB/s echoed (each byte crossed loopback twice)",
             self.mib_per_sec()
         )?;
+        writeln!(
+            f,
+            "  round trip   {} ({} sampled bytes, each behind the stream's queue)",
+            self.latency.summary(&o.percentiles),
+            self.latency.count()
+        )?;
         self.failures.fmt(f)
     }
 }
@@ -169,6 +196,8 @@ impl Outcome for Report {
         line.push("echoed_bytes", self.echoed);
         line.push("secs", format!("{:.3}", self.elapsed.as_secs_f64()));
         line.push("mib_per_sec", format!("{:.2}", self.mib_per_sec()));
+        line.push("latency_samples", self.latency.count());
+        self.latency.add_to(line, &o.percentiles);
     }
 
     fn failures(&self) -> &Failures {
@@ -199,41 +228,59 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
         options: &options,
         deadline: Instant::now(),
         echoed: 0,
+        latency: Latency::new(),
     })?;
     let mut report = Report {
         options: options.clone(),
         connect_time: run.open_time,
         elapsed: Duration::ZERO,
         echoed: 0,
+        latency: Latency::new(),
         failures: Failures::default(),
     };
     for ran in &run.loops {
         report.elapsed = report.elapsed.max(ran.elapsed);
         report.echoed += ran.mode.echoed;
+        report.latency.merge(&ran.mode.latency);
         report.failures.merge(&ran.failures);
     }
     Ok(report)
 }
 
-/// The mode, in one loop. Each connection's state is its quota: the bytes
-/// it sends, and must get back.
+/// The mode, in one loop.
 struct Transfer<'a> {
     options: &'a Options,
     /// The `--max-time` deadline (set when the load starts).
     deadline: Instant,
     /// Bytes echoed and checked.
     echoed: u64,
+    /// Round trips of the sampled bytes.
+    latency: Latency,
+}
+
+/// One connection's transfer: its quota (the bytes it sends, and must get
+/// back) and the byte whose round trip it is timing.
+struct Share {
+    quota: u64,
+    /// The offset of the next byte to time.
+    mark: u64,
+    /// When the byte at `mark` went out, if it has and is not back yet.
+    sent_at: Option<Instant>,
 }
 
 impl Mode for Transfer<'_> {
-    type State = u64;
+    type State = Share;
 
     fn start(&mut self, now: Instant) {
         self.deadline = now + self.options.max_time;
     }
 
-    fn open(&mut self, number: usize, _now: Instant) -> u64 {
-        self.options.quota(number)
+    fn open(&mut self, number: usize, _now: Instant) -> Share {
+        Share {
+            quota: self.options.quota(number),
+            mark: 0,
+            sent_at: None,
+        }
     }
 
     /// Writes until the quota is sent or the kernel refuses more (the
@@ -242,28 +289,41 @@ impl Mode for Transfer<'_> {
     #[inline]
     fn send(
         &mut self,
-        conn: &mut Conn<u64>,
+        conn: &mut Conn<Share>,
         pattern: &Pattern,
         now: Instant,
     ) -> Result<Next, Fault> {
-        let quota = conn.state;
+        let quota = conn.state.quota;
         let before = conn.sent();
         conn.write_until(pattern, quota, now)?;
+        // This write carried the byte at the mark: time it.
+        if conn.state.sent_at.is_none() && conn.sent() > conn.state.mark {
+            conn.state.sent_at = Some(now);
+        }
         if before < quota && conn.sent() == quota {
             conn.shutdown_write()?;
         }
         Ok(Next::Continue)
     }
 
+    /// Counts the bytes; if the timed byte came back, records its round
+    /// trip and sets the next mark at the first byte not yet written.
     #[inline]
-    fn received(&mut self, conn: &mut Conn<u64>, from: u64, _now: Instant) {
+    fn received(&mut self, conn: &mut Conn<Share>, from: u64, now: Instant) {
         self.echoed += conn.received() - from;
+        if let Some(sent_at) = conn.state.sent_at {
+            if conn.received() > conn.state.mark {
+                self.latency.record(now.saturating_duration_since(sent_at));
+                conn.state.sent_at = None;
+                conn.state.mark = conn.sent().next_multiple_of(SAMPLE_EVERY);
+            }
+        }
     }
 
     /// The server's EOF ends the transfer once everything came back; it may
     /// be queued behind the last bytes, so the read goes on until it comes.
-    fn eof_due(&self, conn: &Conn<u64>) -> bool {
-        conn.received() == conn.state
+    fn eof_due(&self, conn: &Conn<Share>) -> bool {
+        conn.received() == conn.state.quota
     }
 
     /// Until the EOF, a connection is always owed something: echoes, or
@@ -281,10 +341,10 @@ impl Mode for Transfer<'_> {
     }
 
     /// `--max-time` passed: every connection still going fails.
-    fn sweep(&mut self, conn: &Conn<u64>, _now: Instant) -> Result<Next, Fault> {
+    fn sweep(&mut self, conn: &Conn<Share>, _now: Instant) -> Result<Next, Fault> {
         Err(Fault::Unfinished {
             received: conn.received(),
-            expected: conn.state,
+            expected: conn.state.quota,
         })
     }
 }

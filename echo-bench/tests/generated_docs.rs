@@ -152,7 +152,8 @@ fn generate_needs_no_mode_and_takes_none() {
     let bare = run(&mut Command::new(bench()), Vec::new());
     assert_eq!(bare.status.code(), Some(2), "{}", bare.stderr);
     assert!(
-        bare.stderr.contains("Usage: echo-bench [OPTIONS] <COMMAND>"),
+        bare.stderr
+            .contains("Usage: echo-bench [OPTIONS] <COMMAND>"),
         "{}",
         bare.stderr
     );
