@@ -496,8 +496,9 @@ fn no_progress_line_unless_stderr_is_a_terminal() {
 /// the slave side, for the child's standard error.
 fn pty() -> (File, File) {
     // SAFETY: posix_openpt returns a new descriptor (or -1), which File
-    // then owns; grantpt, unlockpt and ptsname_r act on that descriptor
-    // and write at most `name.len()` bytes into `name`.
+    // then owns; grantpt, unlockpt and ptsname act on that descriptor.
+    // ptsname's static buffer is read at once, and no other test calls it
+    // (ptsname_r, the reentrant one, is not on macOS).
     unsafe {
         let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
         assert!(
@@ -509,9 +510,9 @@ fn pty() -> (File, File) {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&master);
         assert_eq!(libc::grantpt(fd), 0, "grantpt");
         assert_eq!(libc::unlockpt(fd), 0, "unlockpt");
-        let mut name = [0 as libc::c_char; 128];
-        assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
-        let path = CStr::from_ptr(name.as_ptr()).to_str().unwrap().to_string();
+        let name = libc::ptsname(fd);
+        assert!(!name.is_null(), "ptsname");
+        let path = CStr::from_ptr(name).to_str().unwrap().to_string();
         let slave = OpenOptions::new()
             .read(true)
             .write(true)
