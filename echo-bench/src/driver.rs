@@ -813,7 +813,11 @@ fn step<M: Mode>(
 
 /// Waits in `poll` for at most `timeout`. A signal that interrupts the wait
 /// is no failure: it counts as a wake-up with no events.
-fn wait(poll: &mut Poll, events: &mut Events, timeout: Duration) -> Result<(), LoadError> {
+pub(crate) fn wait(
+    poll: &mut Poll,
+    events: &mut Events,
+    timeout: Duration,
+) -> Result<(), LoadError> {
     match poll.poll(events, Some(timeout)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {

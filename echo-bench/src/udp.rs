@@ -52,6 +52,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::alarm::Alarm;
+use super::driver::wait;
 use super::pattern::{Pattern, MAX_RUN};
 use super::report::{self, Failures, Fault, Latency, Outcome, ResultLine};
 use super::{ensure_descriptors, positive, LoadError, DEFAULT_TIMEOUT};
@@ -837,19 +838,6 @@ fn fill(out: &mut [u8], pattern: &Pattern, index: usize, seq: u64, payload: u64)
     for chunk in out[HEADER..].chunks_mut(MAX_RUN) {
         chunk.copy_from_slice(pattern.bytes(phase, base + done, chunk.len()));
         done += chunk.len() as u64;
-    }
-}
-
-/// Waits in `poll` for at most `timeout`. A signal that interrupts the wait
-/// is no failure: it counts as a wake-up with no events.
-fn wait(poll: &mut Poll, events: &mut Events, timeout: Duration) -> Result<(), LoadError> {
-    match poll.poll(events, Some(timeout)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-            events.clear();
-            Ok(())
-        }
-        Err(e) => Err(LoadError::Poll(e)),
     }
 }
 
