@@ -310,24 +310,8 @@ impl Tcp {
     /// The same, from the Apple systems' `SO_NWRITE` socket option.
     #[cfg(target_vendor = "apple")]
     fn send_queue(&self) -> io::Result<usize> {
-        let mut queued: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes through a valid
-        // pointer to one c_int, and the length through a valid pointer.
-        let ret = unsafe {
-            libc::getsockopt(
-                self.0.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_NWRITE,
-                (&mut queued as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if ret < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(queued.max(0) as usize)
-        }
+        crate::net::int_option(self.0.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NWRITE)
+            .map(|queued| queued.max(0) as usize)
     }
 
     /// No way to ask on this platform: callers then take the careful path

@@ -172,23 +172,8 @@ fn is_listener(socket: &SockRef<'_>) -> io::Result<bool> {
 )))]
 fn is_listener(socket: &SockRef<'_>) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `value`.
-    let ret = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(value != 0)
-    }
+    crate::net::int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ACCEPTCONN)
+        .map(|value| value != 0)
 }
 
 /// Sends `state` (such as `READY=1`) to the service manager, if
