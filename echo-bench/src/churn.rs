@@ -64,7 +64,7 @@ use mio::{Events, Poll};
 use super::dial::{self, Opener};
 use super::driver::{self, Conn, Flow, Mode, Next};
 use super::pattern::Pattern;
-use super::report::{self, Failure, Failures, Fault, Latency, Outcome, ResultLine};
+use super::report::{self, Failure, Failures, Fault, Latency, Outcome, Percentiles, ResultLine};
 use super::{ensure_descriptors, positive, LoadError, DEFAULT_TIMEOUT};
 
 /// The highest `--rate`: far beyond what one loop can open.
@@ -100,11 +100,13 @@ pub struct Options {
     pub sources: usize,
     /// How long a connection may take to open, to echo, and to close.
     pub timeout: Duration,
+    /// The percentiles to report of each time.
+    pub percentiles: Percentiles,
 }
 
 impl Options {
     /// 100 connections a second for 5 s, at most 1,000 open, a 32-byte
-    /// message each.
+    /// message each; p50, p99 and p99.9.
     pub fn new(addr: SocketAddr) -> Options {
         Options {
             addr,
@@ -114,6 +116,7 @@ impl Options {
             size: 32,
             sources: 0,
             timeout: DEFAULT_TIMEOUT,
+            percentiles: Percentiles::default(),
         }
     }
 
@@ -182,10 +185,12 @@ pub fn port_hold(target: SocketAddr) -> Duration {
 ///
 /// Result-line keys, in order: `mode=churn addr rate duration_secs
 /// concurrency size sources requested started completed conns_per_sec
-/// held_back missed max_open connect_p50_us connect_p99_us connect_p999_us
-/// connect_max_us echo_p50_us echo_p99_us echo_p999_us echo_max_us
-/// life_p50_us life_p99_us life_p999_us life_max_us lag_p50_us lag_p99_us
-/// lag_p999_us lag_max_us`, then `errors` and the counts by kind.
+/// held_back missed max_open`, then for each of the times `connect`,
+/// `echo` (first echo), `life` (lifetime) and `lag` (start lag) one
+/// `{time}_pNN_us` per percentile (`connect_p50_us connect_p99_us
+/// connect_p99_9_us` unless `--percentiles` says otherwise) and
+/// `{time}_max_us`, then `errors` and the counts by kind (see
+/// [`super::report`]).
 #[derive(Debug, Clone)]
 pub struct Report {
     /// What was asked for.
@@ -225,29 +230,16 @@ impl Report {
     pub fn missed(&self) -> usize {
         self.requested.saturating_sub(self.started)
     }
-}
 
-/// `p50 ..us  p99 ..us  p99.9 ..us  max ..us`.
-fn percentiles(l: &Latency) -> String {
-    format!(
-        "p50 {:.1}us  p99 {:.1}us  p99.9 {:.1}us  max {:.1}us",
-        l.quantile_us(0.5),
-        l.quantile_us(0.99),
-        l.quantile_us(0.999),
-        l.max_us()
-    )
-}
-
-/// Pushes `{prefix}_p50_us` .. `{prefix}_max_us`.
-fn push_percentiles(line: &mut ResultLine, keys: [&'static str; 4], l: &Latency) {
-    let values = [
-        l.quantile_us(0.5),
-        l.quantile_us(0.99),
-        l.quantile_us(0.999),
-        l.max_us(),
-    ];
-    for (key, value) in keys.into_iter().zip(values) {
-        line.push(key, format!("{value:.1}"));
+    /// Each time the report shows, with its result-line prefix and its
+    /// summary label, in the order both list them.
+    fn times(&self) -> [(&'static str, &'static str, &Latency); 4] {
+        [
+            ("connect", "connect", &self.connect),
+            ("echo", "first echo", &self.first_echo),
+            ("life", "lifetime", &self.lifetime),
+            ("lag", "start lag", &self.start_lag),
+        ]
     }
 }
 
@@ -278,10 +270,9 @@ impl fmt::Display for Report {
             o.rate
         )?;
         writeln!(f, "  open at once {} at most", self.max_open)?;
-        writeln!(f, "  connect      {}", percentiles(&self.connect))?;
-        writeln!(f, "  first echo   {}", percentiles(&self.first_echo))?;
-        writeln!(f, "  lifetime     {}", percentiles(&self.lifetime))?;
-        writeln!(f, "  start lag    {}", percentiles(&self.start_lag))?;
+        for (_, label, latency) in self.times() {
+            writeln!(f, "  {label:<12} {}", latency.summary(&o.percentiles))?;
+        }
         if self.held_back > 0 || self.missed() > 0 {
             writeln!(
                 f,
@@ -319,31 +310,9 @@ impl Outcome for Report {
         line.push("held_back", self.held_back);
         line.push("missed", self.missed());
         line.push("max_open", self.max_open);
-        push_percentiles(
-            line,
-            [
-                "connect_p50_us",
-                "connect_p99_us",
-                "connect_p999_us",
-                "connect_max_us",
-            ],
-            &self.connect,
-        );
-        push_percentiles(
-            line,
-            ["echo_p50_us", "echo_p99_us", "echo_p999_us", "echo_max_us"],
-            &self.first_echo,
-        );
-        push_percentiles(
-            line,
-            ["life_p50_us", "life_p99_us", "life_p999_us", "life_max_us"],
-            &self.lifetime,
-        );
-        push_percentiles(
-            line,
-            ["lag_p50_us", "lag_p99_us", "lag_p999_us", "lag_max_us"],
-            &self.start_lag,
-        );
+        for (prefix, _, latency) in self.times() {
+            latency.add_prefixed_to(line, prefix, &o.percentiles);
+        }
     }
 
     fn failures(&self) -> &Failures {

@@ -212,7 +212,8 @@ struct StreamArgs {
 #[derive(Args, Debug)]
 struct PercentilesArg {
     /// Latency percentiles to report, comma-separated, each more than 0
-    /// and at most 100 (result keys p50_us, p99_9_us, ...).
+    /// and at most 100 (result keys p50_us, p99_9_us, ...; churn reports
+    /// them for each of its times: connect_p50_us, echo_p50_us, ...).
     #[arg(long, value_name = "LIST", default_value = "50,99,99.9",
           value_parser = Percentiles::parse, allow_hyphen_values = true)]
     percentiles: Percentiles,
@@ -280,6 +281,9 @@ struct ChurnArgs {
     #[arg(long, value_name = "K",
           value_parser = clap::value_parser!(u32).range(1..=dial::MAX_SOURCES as i64))]
     sources: Option<u32>,
+
+    #[command(flatten)]
+    percentiles: PercentilesArg,
 }
 
 #[derive(Args, Debug)]
@@ -306,6 +310,9 @@ struct UdpArgs {
     #[arg(short, long, value_name = "SECS", default_value = "5",
           value_parser = mio_echo_cli::positive_secs, allow_negative_numbers = true)]
     duration: Duration,
+
+    #[command(flatten)]
+    percentiles: PercentilesArg,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -407,6 +414,7 @@ fn main() -> ExitCode {
             size: usize::try_from(a.size).unwrap_or(usize::MAX),
             sources: a.sources.unwrap_or(0) as usize,
             timeout: a.server.timeout,
+            percentiles: a.percentiles.percentiles,
         })),
         Mode::Udp(a) => format.finish(udp::run(&udp::Options {
             addr,
@@ -415,6 +423,7 @@ fn main() -> ExitCode {
             size: usize::try_from(a.size).unwrap_or(usize::MAX),
             duration: a.duration,
             timeout: a.server.timeout,
+            percentiles: a.percentiles.percentiles,
         })),
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! Every mode's report prints a human summary (its `Display`) and then one
 //! line of `key=value` pairs, always starting with `result mode=...`. The
-//! keys of each mode are fixed (listed on each mode's report type); values
-//! never contain spaces. Every line ends with `errors=` (the total) and one
+//! keys of each mode are listed on its report type; its latency keys follow
+//! `--percentiles` and are named here, by [`Latency::add_to`] and
+//! [`Latency::add_prefixed_to`], for every mode alike. Values never contain
+//! spaces. Every line ends with `errors=` (the total) and one
 //! count per [`Failure`] kind, so a script can tell a reset from a mismatch.
 //!
 //! Read next: [`super::pingpong`], the mode that uses all of this.
@@ -387,13 +389,32 @@ impl Latency {
     /// Adds `pNN_us=` for each of `percentiles` (`p99_9_us` for 99.9), then
     /// `max_us=`, to a result line.
     pub fn add_to(&self, line: &mut ResultLine, percentiles: &Percentiles) {
+        self.add_prefixed_to(line, "", percentiles);
+    }
+
+    /// Like [`Latency::add_to`], for a report that times several things:
+    /// each key starts with `prefix` and `_` (`connect_p99_9_us=`,
+    /// `connect_max_us=`); an empty prefix adds the plain keys.
+    pub fn add_prefixed_to(&self, line: &mut ResultLine, prefix: &str, percentiles: &Percentiles) {
         for &p in percentiles.list() {
             line.push(
-                Percentiles::key(p),
+                prefixed(prefix, Percentiles::key(p)),
                 format!("{:.1}", self.quantile_us(p / 100.0)),
             );
         }
-        line.push("max_us", format!("{:.1}", self.max_us()));
+        line.push(
+            prefixed(prefix, "max_us".to_string()),
+            format!("{:.1}", self.max_us()),
+        );
+    }
+}
+
+/// `key`, or `{prefix}_{key}` when there is a prefix.
+fn prefixed(prefix: &str, key: String) -> String {
+    if prefix.is_empty() {
+        key
+    } else {
+        format!("{prefix}_{key}")
     }
 }
 
@@ -644,6 +665,26 @@ mod tests {
         assert!(line.get("p99_99_us").is_some(), "{line}");
         assert!(line.get("max_us").is_some(), "{line}");
         assert!(l.summary(&p).starts_with("p90 9"), "{}", l.summary(&p));
+    }
+
+    /// With a prefix, every key of the line starts with it, built by the
+    /// same rule as the plain keys.
+    #[test]
+    fn latency_keys_take_a_prefix() {
+        let mut l = Latency::new();
+        l.record(Duration::from_micros(5));
+        let p = Percentiles::parse("50,99.9").unwrap();
+        let mut line = ResultLine::new();
+        l.add_prefixed_to(&mut line, "connect", &p);
+        let keys: Vec<&str> = line.fields().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            ["connect_p50_us", "connect_p99_9_us", "connect_max_us"]
+        );
+        let mut plain = ResultLine::new();
+        l.add_prefixed_to(&mut plain, "", &p);
+        let keys: Vec<&str> = plain.fields().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["p50_us", "p99_9_us", "max_us"]);
     }
 
     /// Percentiles come back in microseconds.

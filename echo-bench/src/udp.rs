@@ -54,7 +54,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::alarm::Alarm;
 use super::driver::wait;
 use super::pattern::{Pattern, MAX_RUN};
-use super::report::{self, Failures, Fault, Latency, Outcome, ResultLine};
+use super::report::{self, Failures, Fault, Latency, Outcome, Percentiles, ResultLine};
 use super::{ensure_descriptors, positive, LoadError, DEFAULT_TIMEOUT};
 
 /// The largest UDP payload over IPv4 (65,535 less the IP and UDP headers).
@@ -100,10 +100,13 @@ pub struct Options {
     /// How long to wait for the last echoes after sending ends (and, in
     /// ping-pong, for each echo before sending the next).
     pub timeout: Duration,
+    /// The latency percentiles to report.
+    pub percentiles: Percentiles,
 }
 
 impl Options {
-    /// Ping-pong over one socket, 64-byte datagrams, for 5 s.
+    /// Ping-pong over one socket, 64-byte datagrams, for 5 s; p50, p99 and
+    /// p99.9.
     pub fn new(addr: SocketAddr) -> Options {
         Options {
             addr,
@@ -112,6 +115,7 @@ impl Options {
             size: 64,
             duration: Duration::from_secs(5),
             timeout: DEFAULT_TIMEOUT,
+            percentiles: Percentiles::default(),
         }
     }
 
@@ -148,10 +152,11 @@ impl Options {
 ///
 /// Result-line keys, in order: `mode=udp addr rate sockets size
 /// duration_secs sent echoed lost loss_pct sent_per_sec echoed_per_sec
-/// corrupt duplicates unknown reordered p50_us p99_us p999_us max_us`
-/// (`rate=pingpong` without a rate), then `errors` (corrupt, duplicate and
-/// unknown datagrams count as `mismatches`; a refused socket as `refused`)
-/// and the counts by kind.
+/// corrupt duplicates unknown reordered` (`rate=pingpong` without a
+/// rate), one `pNN_us` per percentile (`p50_us p99_us p99_9_us` unless
+/// `--percentiles` says otherwise), `max_us`, then `errors` (corrupt,
+/// duplicate and unknown datagrams count as `mismatches`; a refused socket
+/// as `refused`) and the counts by kind.
 #[derive(Debug, Clone)]
 pub struct Report {
     /// What was asked for.
@@ -225,14 +230,7 @@ impl fmt::Display for Report {
             self.lost(),
             self.loss_pct()
         )?;
-        writeln!(
-            f,
-            "  latency      p50 {:.1}us  p99 {:.1}us  p99.9 {:.1}us  max {:.1}us",
-            self.latency.quantile_us(0.5),
-            self.latency.quantile_us(0.99),
-            self.latency.quantile_us(0.999),
-            self.latency.max_us()
-        )?;
+        writeln!(f, "  latency      {}", self.latency.summary(&o.percentiles))?;
         writeln!(
             f,
             "  wrong        {} corrupt, {} duplicates, {} unknown; {} reordered",
@@ -290,10 +288,7 @@ impl Outcome for Report {
         line.push("duplicates", self.duplicates);
         line.push("unknown", self.unknown);
         line.push("reordered", self.reordered);
-        line.push("p50_us", format!("{:.1}", self.latency.quantile_us(0.5)));
-        line.push("p99_us", format!("{:.1}", self.latency.quantile_us(0.99)));
-        line.push("p999_us", format!("{:.1}", self.latency.quantile_us(0.999)));
-        line.push("max_us", format!("{:.1}", self.latency.max_us()));
+        self.latency.add_to(line, &o.percentiles);
     }
 
     fn failures(&self) -> &Failures {

@@ -28,6 +28,12 @@ fn bench(args: &[&str]) -> Run {
 
 /// The `result` line's pairs; fails unless there is exactly one, last.
 fn result_line(run: &Run) -> HashMap<String, String> {
+    result_pairs(run).into_iter().collect()
+}
+
+/// The `result` line's pairs in the order they print; fails unless there
+/// is exactly one, last.
+fn result_pairs(run: &Run) -> Vec<(String, String)> {
     let stdout = String::from_utf8_lossy(&run.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     let results: Vec<&&str> = lines.iter().filter(|l| l.starts_with("result ")).collect();
@@ -40,6 +46,15 @@ fn result_line(run: &Run) -> HashMap<String, String> {
             let (k, v) = pair.split_once('=').expect("key=value");
             (k.to_string(), v.to_string())
         })
+        .collect()
+}
+
+/// The result line's latency keys (those in microseconds), in order.
+fn latency_keys(run: &Run) -> Vec<String> {
+    result_pairs(run)
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.ends_with("_us"))
         .collect()
 }
 
@@ -643,8 +658,12 @@ fn churn_opens_echoes_and_closes_at_the_rate() {
     for times in ["connect", "echo", "life", "lag"] {
         let p50 = num(&r, &format!("{times}_p50_us"));
         let p99 = num(&r, &format!("{times}_p99_us"));
+        let p99_9 = num(&r, &format!("{times}_p99_9_us"));
         let max = num(&r, &format!("{times}_max_us"));
-        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{times}: {r:?}");
+        assert!(
+            0.0 < p50 && p50 <= p99 && p99 <= p99_9 && p99_9 <= max,
+            "{times}: {r:?}"
+        );
     }
     // A lifetime holds its connect and its echo.
     assert!(num(&r, "life_max_us") >= num(&r, "connect_p50_us"));
@@ -783,7 +802,9 @@ fn udp_echoes_every_datagram_at_a_modest_rate() {
     );
     assert_eq!(num(&r, "errors"), 0.0);
     assert!(
-        0.0 < num(&r, "p50_us") && num(&r, "p50_us") <= num(&r, "max_us"),
+        0.0 < num(&r, "p50_us")
+            && num(&r, "p50_us") <= num(&r, "p99_9_us")
+            && num(&r, "p99_9_us") <= num(&r, "max_us"),
         "{r:?}"
     );
 }
@@ -1124,6 +1145,83 @@ fn percentiles_are_chosen_and_checked() {
         let run = bench(&["pingpong", "--addr", &addr, "--rate", bad]);
         assert_eq!(run.status.code(), Some(2), "{bad:?}: {}", run.stderr);
         assert!(run.stderr.contains("messages per second"), "{}", run.stderr);
+    }
+}
+
+/// `churn` and `udp` take `--percentiles` too: the result line holds one
+/// key per percentile asked for and `max`, for each of churn's times, named
+/// as in the other modes, and no other latency key; the summary shows the
+/// same list. Bad lists are usage errors.
+#[test]
+fn churn_and_udp_report_the_percentiles_asked_for() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let run = bench(&[
+        "churn",
+        "--addr",
+        &addr,
+        "--rate",
+        "100",
+        "-d",
+        "0.2",
+        "--percentiles",
+        "90,99.99",
+    ]);
+    run.assert_success();
+    let times = ["connect", "echo", "life", "lag"];
+    let expected: Vec<String> = times
+        .iter()
+        .flat_map(|t| ["p90_us", "p99_99_us", "max_us"].map(|k| format!("{t}_{k}")))
+        .collect();
+    assert_eq!(latency_keys(&run), expected);
+    let r = result_line(&run);
+    for t in times {
+        let (p90, p99_99) = (
+            num(&r, &format!("{t}_p90_us")),
+            num(&r, &format!("{t}_p99_99_us")),
+        );
+        assert!(0.0 < p90 && p90 <= p99_99, "{t}: {r:?}");
+        assert!(p99_99 <= num(&r, &format!("{t}_max_us")), "{t}: {r:?}");
+    }
+    let summary = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(summary.matches(" p90 ").count(), 4, "{summary}");
+    assert_eq!(summary.matches(" p99.99 ").count(), 4, "{summary}");
+    assert!(!summary.contains(" p50 "), "{summary}");
+
+    let udp = udp_server(1_000_000, 1_000_000);
+    let udp_addr = udp.udp_addrs()[0].to_string();
+    let run = bench(&[
+        "udp",
+        "--addr",
+        &udp_addr,
+        "--rate",
+        "200",
+        "-d",
+        "0.2",
+        "--percentiles",
+        "90",
+    ]);
+    run.assert_success();
+    assert_eq!(latency_keys(&run), ["p90_us", "max_us"]);
+    let r = result_line(&run);
+    assert!(
+        0.0 < num(&r, "p90_us") && num(&r, "p90_us") <= num(&r, "max_us"),
+        "{r:?}"
+    );
+    let summary = String::from_utf8_lossy(&run.stdout);
+    assert!(summary.contains("latency      p90 "), "{summary}");
+
+    for mode in ["churn", "udp"] {
+        for bad in ["0", "100.5", "ninety", "50,,99", ""] {
+            let run = bench(&[mode, "--percentiles", bad]);
+            assert_eq!(run.status.code(), Some(2), "{mode} {bad:?}: {}", run.stderr);
+            run.assert_one_error_line();
+            assert!(
+                run.stderr.contains("percentile"),
+                "{mode} {bad:?}: {}",
+                run.stderr
+            );
+        }
     }
 }
 
