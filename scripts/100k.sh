@@ -115,7 +115,8 @@ softnet_drops() {
 ip netns add "$ns"
 in_ns ip link set lo up
 
-echo "== limits (load average: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores)"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "== limits (load average: $load_start, $(nproc) cores)"
 echo "per network namespace, read inside $ns (a new namespace starts from the kernel's defaults):"
 for k in net/core/somaxconn net/ipv4/tcp_max_syn_backlog net/ipv4/ip_local_port_range \
     net/ipv4/tcp_tw_reuse net/ipv4/tcp_rmem net/ipv4/tcp_wmem; do
@@ -252,7 +253,7 @@ server_pids=()
 hz=$(getconf CLK_TCK)
 echo "== figures"
 echo "hundredk connections=$total servers=$servers benches=$benches sources_per_bench=$sources" \
-    "rate=$rate warmup_secs=$warmup duration_secs=$duration load_before=$(cut -d' ' -f1 /proc/loadavg)"
+    "rate=$rate warmup_secs=$warmup duration_secs=$duration load_start=${load_start%% *}"
 python3 - "$tmp" "$t0" "$t_open" "$total" "$benches" "$hz" "$server_ticks" "$bench_ticks" \
     "$cpu_from" "$cpu_until" "$mem_before" "$mem_held" "$(getconf PAGESIZE)" \
     "${idle_rss[*]}" "${held_rss[*]}" <<'EOF'
@@ -299,8 +300,8 @@ for k in before:
 meminfo = (int(after["meminfo_slab_kib"]) - int(before["meminfo_slab_kib"])) * 1024
 print("hundredk kernel_slab_per_connection_bytes " + " ".join(parts) +
       f" listed_caches={slab_total / total:.0f} meminfo_slab={meminfo / total:.0f}")
-print(f"hundredk kernel_tcp_pages_before={mem0} kernel_tcp_pages_held={mem1} "
-      f"kernel_tcp_buffer_per_connection_bytes={(int(mem1) - int(mem0)) * page / total:.0f}")
+print(f"hundredk machine_wide_tcp_pages_before={mem0} machine_wide_tcp_pages_held={mem1} "
+      f"machine_wide_tcp_buffer_per_connection_bytes={(int(mem1) - int(mem0)) * page / total:.0f}")
 secs = c1 - c0
 print(f"hundredk cpu_window_secs={secs:.2f} server_cpu_cores={int(sticks) / hz / secs:.3f} "
       f"bench_cpu_cores={int(bticks) / hz / secs:.3f}")
