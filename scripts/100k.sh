@@ -27,7 +27,7 @@
 # process's result line and each server's summary at SIGTERM.
 #
 # Environment: RATE (messages/s over all, default 10000), WARMUP and
-# DURATION (each bench's seconds, default 10 and 10), SOURCES (addresses per
+# DURATION (each bench's seconds, default 12 and 10), SOURCES (addresses per
 # bench process, default 4), PORT (default 7100).
 # Build first: cargo build --release --bins --examples
 # Bounded: every wait has a deadline; it kills only the processes it started,
@@ -38,7 +38,7 @@ total=${1:-100000}
 servers=${2:-8}
 benches=${3:-8}
 rate=${RATE:-10000}
-warmup=${WARMUP:-10}
+warmup=${WARMUP:-12}
 duration=${DURATION:-10}
 sources=${SOURCES:-4}
 port=${PORT:-7100}
@@ -48,6 +48,7 @@ ns=mio-echo-100k-$$
 tmp=$(mktemp -d)
 server_pids=()
 bench_pids=()
+sampler_pid=
 
 if [ "$(id -u)" != 0 ]; then
     echo "error: needs root, for ip netns" >&2
@@ -76,7 +77,7 @@ stop_pids() {
 }
 
 cleanup() {
-    stop_pids "${bench_pids[@]}" "${server_pids[@]}"
+    stop_pids ${sampler_pid:+"$sampler_pid"} "${bench_pids[@]}" "${server_pids[@]}"
     ip netns delete "$ns" 2>/dev/null || true
     rm -rf "$tmp"
 }
@@ -193,6 +194,48 @@ if [ -z "$t_open" ]; then
     exit 1
 fi
 
+# How long each process waited for a CPU while runnable (schedstat's
+# run_delay), sampled every 100 ms for DURATION s from WARMUP s after the
+# start (inside every bench's measured window, which begins WARMUP s after
+# its own connections opened): the longest stretch in which it waited for
+# more than half of every sample says whether a latency tail was the
+# process not running at all.
+python3 - "$tmp/sched" "$duration" "$(python3 -c "print($t0 + $warmup)")" \
+    "${server_pids[@]}" -- "${bench_pids[@]}" <<'SAMPLER' &
+import sys, time
+out, limit, start, rest = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+time.sleep(max(0.0, start - time.time()))
+servers, benches = rest[:rest.index("--")], rest[rest.index("--") + 1:]
+def delay(p):
+    try:
+        return int(open(f"/proc/{p}/schedstat").read().split()[1]) / 1e9
+    except OSError:
+        return None
+last = {p: delay(p) for p in servers + benches}
+total = {p: 0.0 for p in last}
+stretch = {p: 0.0 for p in last}
+longest = {p: 0.0 for p in last}
+t, end = time.monotonic(), time.monotonic() + limit
+while time.monotonic() < end:
+    time.sleep(0.1)
+    now = time.monotonic()
+    for p in last:
+        d = delay(p)
+        if d is None or last[p] is None:
+            continue
+        waited, last[p] = d - last[p], d
+        total[p] += waited
+        stretch[p] = stretch[p] + (now - t) if waited > (now - t) / 2 else 0.0
+        longest[p] = max(longest[p], stretch[p])
+    t = now
+with open(out, "w") as f:
+    for kind, pids in (("servers", servers), ("benches", benches)):
+        print(f"hundredk cpu_wait_{kind} " + " ".join(
+            f"{i + 1}:total={total[p]:.2f}s,longest_starved={longest[p]:.1f}s"
+            for i, p in enumerate(pids)), file=f)
+SAMPLER
+sampler_pid=$!
+
 # Held and echoing: memory, then CPU over the next 5 s.
 sleep 2
 held_rss=()
@@ -205,6 +248,8 @@ tcp_line=$(sockstat_tcp)
 # `ss -m`'s skmem (f, r, w). Unlike sockstat's page count, which is
 # machine-wide, this is the experiment's alone.
 skmem_from=$(now)
+# (With `ss -i` the script once also counted retransmission timeouts: all
+# were 204 ms or less; it made the walk twice as long, so it is gone.)
 skmem=$(in_ns ss -Htnm state established | awk '
     /skmem:/ { match($0, /skmem:\([^)]*\)/); m = substr($0, RSTART + 6, RLENGTH - 7)
                n = split(m, kv, ","); for (i = 1; i <= n; i++) {
@@ -229,6 +274,8 @@ deadline=$(($(date +%s) + warmup + duration + 90))
 for p in "${bench_pids[@]}"; do
     while kill -0 "$p" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.2; done
 done
+wait "$sampler_pid" || true
+sampler_pid=
 bench_status=0
 for i in "${!bench_pids[@]}"; do
     wait "${bench_pids[$i]}" || bench_status=1
@@ -317,9 +364,10 @@ if results:
 EOF
 echo "hundredk tcp_counters $tcp_counters softnet_drops=$((drops_after - drops_before))"
 echo "hundredk load_after=$(cut -d' ' -f1-3 /proc/loadavg)"
+cat "$tmp/sched"
 echo "hundredk sockstat_held $tcp_line"
 echo "hundredk skmem_held $skmem walk_secs=$skmem_secs" | awk -v n="$total" '{
-    for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] != "sockets" && kv[1] != "walk_secs") t += kv[2] }
+    for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] ~ /^(fwd_alloc|rmem|wmem_queued)$/) t += kv[2] }
     print $0, "charged_per_connection_bytes=" int(t / n + 0.5) }'
 for s in $(seq "$servers"); do
     echo "server$s $(grep -o 'stopped: .*' "$tmp/server$s.log" || echo 'no summary line')"
