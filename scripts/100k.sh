@@ -23,12 +23,16 @@
 # for all to open, server memory per connection (VmRSS held minus idle),
 # kernel memory per connection (slab caches, /proc/meminfo Slab and the TCP
 # page count of /proc/net/sockstat, all machine-wide: other work on the
-# machine shows up in them too), CPU used while echoing, each bench
+# machine shows up in them too), CPU used while echoing, how long each
+# process waited for a CPU (schedstat run_delay), TCP drop and retransmit
+# counters of the namespace, each bench
 # process's result line and each server's summary at SIGTERM.
 #
 # Environment: RATE (messages/s over all, default 10000), WARMUP and
 # DURATION (each bench's seconds, default 12 and 10), SOURCES (addresses per
-# bench process, default 4), PORT (default 7100).
+# bench process, default 4), PORT (default 7100), SAMPLE_FROM and SAMPLE_SECS
+# (when, in seconds from the start, and for how long to sample run-queue
+# waits; default WARMUP and DURATION).
 # Build first: cargo build --release --bins --examples
 # Bounded: every wait has a deadline; it kills only the processes it started,
 # by pid, and deletes the namespace it made.
@@ -200,7 +204,7 @@ fi
 # its own connections opened): the longest stretch in which it waited for
 # more than half of every sample says whether a latency tail was the
 # process not running at all.
-python3 - "$tmp/sched" "$duration" "$(python3 -c "print($t0 + $warmup)")" \
+python3 - "$tmp/sched" "${SAMPLE_SECS:-$duration}" "$(python3 -c "print($t0 + ${SAMPLE_FROM:-$warmup})")" \
     "${server_pids[@]}" -- "${bench_pids[@]}" <<'SAMPLER' &
 import sys, time
 out, limit, start, rest = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
