@@ -44,10 +44,9 @@ pub struct Options {
     pub count: usize,
     /// How long to hold them open after the echo.
     pub hold: Duration,
-    /// Source addresses 127.0.0.1 ..= 127.0.0.K to spread the connections
-    /// over; 0 chooses (see [`dial::sources_for`]). Only for an IPv4
-    /// loopback server.
-    pub sources: usize,
+    /// Source addresses to spread the connections over (see
+    /// [`dial::Sources`]). Only for an IPv4 loopback server.
+    pub sources: dial::Sources,
     /// Bytes in each connection's one message.
     pub size: usize,
     /// How long connections may take to open, and then to echo.
@@ -61,7 +60,7 @@ impl Options {
             addr,
             count: 1000,
             hold: Duration::ZERO,
-            sources: 0,
+            sources: dial::Sources::Chosen,
             size: 32,
             timeout: DEFAULT_TIMEOUT,
         }
@@ -84,7 +83,7 @@ impl Options {
 
     /// The source addresses to bind, in turn; empty to let the kernel pick.
     pub fn source_addrs(&self) -> Result<Vec<IpAddr>, LoadError> {
-        dial::sources_for(self.addr, self.count, self.sources)
+        self.sources.addrs(self.addr, self.count)
     }
 }
 
@@ -125,10 +124,11 @@ impl fmt::Display for Report {
             "connections to {}: {} at once, from {}, {}-byte message each",
             o.addr,
             o.count,
-            match self.sources {
-                0 => "addresses the kernel chose".to_string(),
-                1 => "127.0.0.1".to_string(),
-                k => format!("127.0.0.1 to 127.0.0.{k}"),
+            match (o.sources.range(), self.sources) {
+                (Some(range), _) => range,
+                (None, 0) => "addresses the kernel chose".to_string(),
+                (None, 1) => "127.0.0.1".to_string(),
+                (None, k) => format!("127.0.0.1 to 127.0.0.{k}"),
             },
             o.size
         )?;

@@ -54,43 +54,160 @@ pub const PER_SOURCE: usize = 10_000;
 /// The most source addresses: 127.0.0.1 to 127.0.0.254.
 pub const MAX_SOURCES: usize = 254;
 
+/// The most addresses a [`Sources::Range`] may name.
+pub const MAX_RANGE: usize = 65_536;
+
+/// Which source addresses to bind (`--sources`).
+///
+/// Several processes loading one server must not share source addresses:
+/// each (source address, server) pair has only one ephemeral port range,
+/// and processes sharing a pair compete for it. A range gives each process
+/// addresses of its own (`--sources 127.0.1.1-127.0.1.4` for one,
+/// `127.0.2.1-127.0.2.4` for the next).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sources {
+    /// One address per [`PER_SOURCE`] connections from 127.0.0.1, or none
+    /// at all (the kernel's choice) when one would do.
+    #[default]
+    Chosen,
+    /// 127.0.0.1 ..= 127.0.0.K.
+    First(usize),
+    /// Every address from the first to the last, both included, all in
+    /// 127.0.0.0/8.
+    Range(Ipv4Addr, Ipv4Addr),
+}
+
+impl Sources {
+    /// `K` (127.0.0.1 to 127.0.0.K, 0 to choose, as [`sources_for`] takes
+    /// it), or `FIRST-LAST` (two IPv4 loopback addresses, FIRST no later
+    /// than LAST), or one address alone. Checks only the form and the
+    /// range itself; whether the server is on loopback is checked against
+    /// the target, by [`Sources::addrs`].
+    pub fn parse(text: &str) -> Result<Sources, String> {
+        let text = text.trim();
+        let Some((first, last)) = text.split_once('-').or_else(|| {
+            // One address: a range of one.
+            text.contains('.').then_some((text, text))
+        }) else {
+            return match text.parse::<usize>() {
+                Ok(k) if (1..=MAX_SOURCES).contains(&k) => Ok(Sources::First(k)),
+                _ => Err(format!(
+                    "expected K (1 to {MAX_SOURCES}, for 127.0.0.1 to 127.0.0.K) or a range \
+                     FIRST-LAST such as 127.0.1.1-127.0.1.20, got {text:?}"
+                )),
+            };
+        };
+        let address = |a: &str| {
+            a.trim()
+                .parse::<Ipv4Addr>()
+                .map_err(|_| format!("expected an IPv4 address such as 127.0.1.1, got {a:?}"))
+        };
+        let (first, last) = (address(first)?, address(last)?);
+        check_range(first, last)?;
+        Ok(Sources::Range(first, last))
+    }
+
+    /// The source addresses for `count` connections to `target`, taken in
+    /// turn; empty to let the kernel choose.
+    ///
+    /// Binding 127.x.x.x only reaches a loopback server, so asking for
+    /// more than one address (or for any range) for another target is an
+    /// error.
+    pub fn addrs(&self, target: SocketAddr, count: usize) -> Result<Vec<IpAddr>, LoadError> {
+        let loopback_v4 = matches!(target.ip(), IpAddr::V4(ip) if ip.is_loopback());
+        match *self {
+            Sources::First(k) if k > MAX_SOURCES || k == 0 => Err(LoadError::Config(format!(
+                "--sources must be between 1 and {MAX_SOURCES} (127.0.0.1 to 127.0.0.{MAX_SOURCES})"
+            ))),
+            Sources::First(k) if !loopback_v4 && k > 1 => Err(not_loopback(target)),
+            Sources::Range(..) if !loopback_v4 => Err(not_loopback(target)),
+            Sources::Chosen | Sources::First(_) if !loopback_v4 => Ok(Vec::new()),
+            Sources::Chosen => match count.div_ceil(PER_SOURCE) {
+                0 | 1 => Ok(Vec::new()),
+                k => Ok(first_k(k.min(MAX_SOURCES))),
+            },
+            Sources::First(k) => Ok(first_k(k)),
+            Sources::Range(first, last) => {
+                check_range(first, last).map_err(LoadError::Config)?;
+                Ok((u32::from(first)..=u32::from(last))
+                    .map(|ip| IpAddr::V4(Ipv4Addr::from(ip)))
+                    .collect())
+            }
+        }
+    }
+
+    /// How the addresses read in a report: `127.0.1.1 to 127.0.1.4`, or
+    /// `None` when only their count, from 127.0.0.1, says it.
+    pub fn range(&self) -> Option<String> {
+        match *self {
+            Sources::Range(first, last) if first == last => Some(first.to_string()),
+            Sources::Range(first, last) => Some(format!("{first} to {last}")),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `first..=last` is a range of source addresses a loopback client
+/// can bind: all in 127.0.0.0/8 but its network and broadcast addresses,
+/// in order, and at most [`MAX_RANGE`] of them.
+fn check_range(first: Ipv4Addr, last: Ipv4Addr) -> Result<(), String> {
+    for ip in [first, last] {
+        if !ip.is_loopback() {
+            return Err(format!(
+                "source addresses must be IPv4 loopback (127.x.x.x), not {ip}"
+            ));
+        }
+        if ip == Ipv4Addr::new(127, 0, 0, 0) || ip == Ipv4Addr::new(127, 255, 255, 255) {
+            return Err(format!(
+                "{ip} is the network or broadcast address of 127.0.0.0/8, not one a \
+                 socket can bind"
+            ));
+        }
+    }
+    let (low, high) = (u32::from(first), u32::from(last));
+    if low > high {
+        return Err(format!("the range {first}-{last} runs backwards"));
+    }
+    if (high - low) as usize >= MAX_RANGE {
+        return Err(format!(
+            "the range {first}-{last} names more than {MAX_RANGE} addresses"
+        ));
+    }
+    Ok(())
+}
+
+/// 127.0.0.1 ..= 127.0.0.`k`, for `k` at most [`MAX_SOURCES`].
+fn first_k(k: usize) -> Vec<IpAddr> {
+    (1..=k as u8)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+        .collect()
+}
+
+/// The error for source addresses asked for with a server they cannot
+/// reach.
+fn not_loopback(target: SocketAddr) -> LoadError {
+    LoadError::Config(format!(
+        "--sources binds 127.x.x.x addresses, so it needs an IPv4 loopback \
+         server (127.x.x.x), not {}",
+        target.ip()
+    ))
+}
+
 /// The source addresses for `count` connections to `target`, taken in turn.
 ///
 /// `sources` asks for 127.0.0.1 ..= 127.0.0.`sources`; 0 chooses one per
 /// [`PER_SOURCE`] connections, and none at all (the kernel picks, as for any
-/// client) when one would do. Binding 127.0.0.x only reaches a loopback
-/// server, so asking for more than one for any other target is an error.
+/// client) when one would do (see [`Sources::addrs`]).
 pub fn sources_for(
     target: SocketAddr,
     count: usize,
     sources: usize,
 ) -> Result<Vec<IpAddr>, LoadError> {
-    if sources > MAX_SOURCES {
-        return Err(LoadError::Config(format!(
-            "--sources must be between 1 and {MAX_SOURCES} (127.0.0.1 to 127.0.0.{MAX_SOURCES})"
-        )));
-    }
-    let loopback_v4 = matches!(target.ip(), IpAddr::V4(ip) if ip.is_loopback());
-    if !loopback_v4 {
-        if sources > 1 {
-            return Err(LoadError::Config(format!(
-                "--sources binds 127.0.0.x addresses, so it needs an IPv4 loopback \
-                 server (127.x.x.x), not {}",
-                target.ip()
-            )));
-        }
-        return Ok(Vec::new());
-    }
-    let k = match sources {
-        0 => match count.div_ceil(PER_SOURCE) {
-            0 | 1 => return Ok(Vec::new()),
-            k => k.min(MAX_SOURCES),
-        },
-        k => k,
+    let sources = match sources {
+        0 => Sources::Chosen,
+        k => Sources::First(k),
     };
-    Ok((1..=k as u8)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
-        .collect())
+    sources.addrs(target, count)
 }
 
 /// What to open.
@@ -362,4 +479,98 @@ fn bind_address_no_port(_socket: &Socket) {
              holds at most one ephemeral port range"
         );
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7007))
+    }
+
+    /// A count keeps its meaning: 127.0.0.1 to 127.0.0.K.
+    #[test]
+    fn a_count_names_the_first_addresses() {
+        let sources = Sources::parse("3").unwrap();
+        assert_eq!(sources, Sources::First(3));
+        let addrs = sources.addrs(loopback(), 10).unwrap();
+        assert_eq!(
+            addrs,
+            [1, 2, 3].map(|i| IpAddr::from([127, 0, 0, i])).to_vec()
+        );
+    }
+
+    /// A range names every address in it, across an octet boundary too.
+    #[test]
+    fn a_range_names_every_address_in_it() {
+        let sources = Sources::parse("127.0.1.254-127.0.2.1").unwrap();
+        let addrs = sources.addrs(loopback(), 10).unwrap();
+        let expected: Vec<IpAddr> = ["127.0.1.254", "127.0.1.255", "127.0.2.0", "127.0.2.1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(addrs, expected);
+        assert_eq!(sources.range().unwrap(), "127.0.1.254 to 127.0.2.1");
+    }
+
+    /// One address alone is a range of one.
+    #[test]
+    fn one_address_is_a_range_of_one() {
+        let sources = Sources::parse("127.0.9.9").unwrap();
+        assert_eq!(
+            sources.addrs(loopback(), 5).unwrap(),
+            vec![IpAddr::from([127, 0, 9, 9])]
+        );
+    }
+
+    /// Malformed, backwards, non-loopback, unbindable and huge ranges are
+    /// refused, and so are counts out of bounds.
+    #[test]
+    fn bad_sources_are_refused() {
+        for text in [
+            "0",
+            "255",
+            "lots",
+            "127.0.1.5-127.0.1.2",
+            "10.0.0.1-10.0.0.2",
+            "127.0.0.1-128.0.0.1",
+            "127.0.0.0-127.0.0.5",
+            "127.255.255.250-127.255.255.255",
+            "127.0.0.1-127.1.0.1",
+            "127.0.0.1-",
+            "::1",
+        ] {
+            assert!(Sources::parse(text).is_err(), "{text:?} was accepted");
+        }
+    }
+
+    /// A range cannot reach a server off loopback.
+    #[test]
+    fn a_range_needs_a_loopback_server() {
+        let sources = Sources::parse("127.0.1.1-127.0.1.2").unwrap();
+        let remote = SocketAddr::from(([192, 0, 2, 1], 7));
+        assert!(matches!(
+            sources.addrs(remote, 2),
+            Err(LoadError::Config(_))
+        ));
+        assert!(sources.addrs("[::1]:7".parse().unwrap(), 2).is_err());
+    }
+
+    /// Without `--sources`, a small run lets the kernel choose and a big
+    /// one takes one address per [`PER_SOURCE`].
+    #[test]
+    fn chosen_sources_follow_the_count() {
+        assert!(Sources::Chosen
+            .addrs(loopback(), PER_SOURCE)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            Sources::Chosen
+                .addrs(loopback(), 2 * PER_SOURCE + 1)
+                .unwrap()
+                .len(),
+            3
+        );
+    }
 }

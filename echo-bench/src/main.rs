@@ -176,6 +176,13 @@ struct PingpongArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: u32,
+
+    /// Source addresses to bind, in turn: K for 127.0.0.1 to 127.0.0.K,
+    /// or FIRST-LAST (such as 127.0.1.1-127.0.1.4) so that several
+    /// processes loading one server each use addresses of their own
+    /// (default: as for `connections`). For an IPv4 loopback server only.
+    #[arg(long, value_name = "K|FIRST-LAST", value_parser = dial::Sources::parse)]
+    sources: Option<dial::Sources>,
 }
 
 #[derive(Args, Debug)]
@@ -234,12 +241,14 @@ struct ConnectionsArgs {
           allow_negative_numbers = true)]
     hold: Duration,
 
-    /// Source addresses 127.0.0.1 to 127.0.0.K to bind, in turn (default:
-    /// the kernel's choice up to 10000 connections, past that one address
-    /// per 10000). For an IPv4 loopback server only.
-    #[arg(long, value_name = "K",
-          value_parser = clap::value_parser!(u32).range(1..=dial::MAX_SOURCES as i64))]
-    sources: Option<u32>,
+    /// Source addresses to bind, in turn: K for 127.0.0.1 to 127.0.0.K,
+    /// or FIRST-LAST (such as 127.0.1.1-127.0.1.4) so that several
+    /// processes loading one server each use addresses of their own; each
+    /// (source, server) pair has one ephemeral port range. Default: the
+    /// kernel's choice up to 10000 connections, past that one address per
+    /// 10000 from 127.0.0.1. For an IPv4 loopback server only.
+    #[arg(long, value_name = "K|FIRST-LAST", value_parser = dial::Sources::parse)]
+    sources: Option<dial::Sources>,
 
     /// Bytes in each connection's one message.
     #[arg(short, long, value_name = "BYTES", default_value = "32", value_parser = mio_echo_cli::bytes)]
@@ -388,6 +397,7 @@ fn main() -> ExitCode {
             warmup: a.warmup,
             timeout: a.server.timeout,
             threads: a.threads as usize,
+            sources: a.sources.unwrap_or_default(),
         })),
         Mode::Stream(a) => format.finish(stream::run(&stream::Options {
             addr,
@@ -402,7 +412,7 @@ fn main() -> ExitCode {
             addr,
             count: a.count as usize,
             hold: a.hold,
-            sources: a.sources.unwrap_or(0) as usize,
+            sources: a.sources.unwrap_or_default(),
             size: usize::try_from(a.size).unwrap_or(usize::MAX),
             timeout: a.server.timeout,
         })),

@@ -47,6 +47,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::dial;
 use super::driver::{Conn, Flow, Mode, Next};
 use super::paced::Paced;
 use super::pattern::Pattern;
@@ -99,6 +100,9 @@ pub struct Options {
     pub timeout: Duration,
     /// Poll loops (threads) to spread the connections over.
     pub threads: usize,
+    /// Source addresses to spread the connections over (see
+    /// [`dial::Sources`]). Only for an IPv4 loopback server.
+    pub sources: dial::Sources,
 }
 
 impl Options {
@@ -116,6 +120,7 @@ impl Options {
             warmup: Duration::from_secs(1),
             timeout: DEFAULT_TIMEOUT,
             threads: 1,
+            sources: dial::Sources::Chosen,
         }
     }
 
@@ -142,7 +147,8 @@ impl Options {
             }
         }
         positive("--duration", self.duration)?;
-        positive("--timeout", self.timeout)
+        positive("--timeout", self.timeout)?;
+        self.sources.addrs(self.addr, self.connections).map(|_| ())
     }
 }
 
@@ -391,12 +397,15 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
     options.validate()?;
     let mut options = options.clone();
     options.threads = options.threads.min(options.connections);
-    let plan = Plan::every(
-        options.addr,
-        options.connections,
-        options.threads,
-        options.timeout,
-    );
+    let plan = Plan {
+        sources: options.sources,
+        ..Plan::every(
+            options.addr,
+            options.connections,
+            options.threads,
+            options.timeout,
+        )
+    };
     let mut report = Report {
         options: options.clone(),
         connect_time: Duration::ZERO,

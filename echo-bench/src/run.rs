@@ -47,9 +47,8 @@ pub(crate) struct Plan {
     /// Poll loops (threads) to spread them over; at most one per
     /// connection.
     pub(crate) threads: usize,
-    /// Source addresses 127.0.0.1 ..= 127.0.0.K; 0 chooses (see
-    /// [`dial::sources_for`]).
-    pub(crate) sources: usize,
+    /// Source addresses to bind (see [`dial::Sources`]).
+    pub(crate) sources: dial::Sources,
     /// How long a connection may take to open.
     pub(crate) timeout: Duration,
     /// Which connections the load needs.
@@ -70,7 +69,7 @@ impl Plan {
             addr,
             connections,
             threads,
-            sources: 0,
+            sources: dial::Sources::Chosen,
             timeout,
             opening: Opening::Every,
         }
@@ -104,7 +103,7 @@ pub(crate) fn run<M: Mode + Send>(
     ensure_descriptors(plan.connections)?;
     // Many connections to one server open slowly from one source address
     // (see `dial`), so big runs spread over several.
-    let sources = dial::sources_for(plan.addr, plan.connections, plan.sources)?;
+    let sources = plan.sources.addrs(plan.addr, plan.connections)?;
     let threads = plan.threads.clamp(1, plan.connections.max(1));
     let results = on_threads(threads, |t, gate| {
         one_loop(

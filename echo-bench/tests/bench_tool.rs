@@ -197,6 +197,70 @@ fn connections_open_from_two_sources_echo_and_hold() {
     assert_eq!(num(&r, "errors"), 0.0);
 }
 
+/// `connections --sources FIRST-LAST` spreads over the range's addresses
+/// and names them in the summary.
+#[test]
+fn connections_open_from_a_source_range() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let run = bench(&[
+        "connections",
+        "--addr",
+        &addr,
+        "--count",
+        "6",
+        "--sources",
+        "127.0.4.1-127.0.4.3",
+    ]);
+    run.assert_success();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("from 127.0.4.1 to 127.0.4.3"), "{stdout}");
+    let r = result_line(&run);
+    assert_eq!(r["sources"], "3");
+    assert_eq!(r["echoed"], "6");
+    assert_eq!(num(&r, "errors"), 0.0);
+}
+
+/// `pingpong --rate --sources FIRST-LAST` binds exactly the addresses of
+/// the range, in turn: the server sees each connection come from one of
+/// them, as many from each, and every one echoes.
+#[test]
+fn pingpong_binds_the_source_range_asked_for() {
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&peers);
+    let addr = fake_servers(4, move |mut stream| {
+        seen.lock().unwrap().push(stream.peer_addr().unwrap().ip());
+        let mut back = stream.try_clone().unwrap();
+        let _ = std::io::copy(&mut stream, &mut back);
+    });
+    let run = bench(&[
+        "pingpong",
+        "--addr",
+        &addr.to_string(),
+        "-c",
+        "4",
+        "--sources",
+        "127.0.3.7-127.0.3.8",
+        "--rate",
+        "400",
+        "--duration",
+        "0.2",
+        "--warmup",
+        "0",
+    ]);
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(num(&r, "errors"), 0.0);
+    assert!(num(&r, "echoes") > 0.0, "{r:?}");
+    let mut peers = peers.lock().unwrap().clone();
+    peers.sort();
+    let expected: Vec<std::net::IpAddr> = ["127.0.3.7", "127.0.3.7", "127.0.3.8", "127.0.3.8"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(peers, expected);
+}
+
 /// A fake server for up to `count` connections, each served by `serve` on
 /// a thread of its own.
 fn fake_servers(count: usize, serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
@@ -381,6 +445,15 @@ fn bad_flags_exit_2() {
         &["stream", "--bytes", "2", "--connections", "3"],
         &["connections", "--sources", "300"],
         &["connections", "--addr", "[::1]:7", "--sources", "2"],
+        &["connections", "--sources", "127.0.1.9-127.0.1.2"],
+        &["pingpong", "--sources", "10.0.0.1-10.0.0.2"],
+        &[
+            "pingpong",
+            "--addr",
+            "[::1]:7",
+            "--sources",
+            "127.0.1.1-127.0.1.2",
+        ],
         &["connections", "--size", "1M"],
         &["frobnicate"],
     ] {
