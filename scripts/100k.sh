@@ -29,9 +29,11 @@
 # process's result line and each server's summary at SIGTERM.
 #
 # Environment: RATE (messages/s over all, default 10000), WARMUP and
-# DURATION (each bench's seconds, default 12 and 10), SOURCES (addresses per
-# bench process, default 4), PORT (default 7100), SAMPLE_FROM and SAMPLE_SECS
-# (when, in seconds from the start, and for how long to sample run-queue
+# DURATION (each bench's seconds, default 12 and 10), START_IN (seconds from
+# the benches' launch to their common start, --start-at, default 8: every
+# connection must be open by then), SOURCES (addresses per bench process,
+# default 4), PORT (default 7100), SAMPLE_FROM and SAMPLE_SECS (when, in
+# seconds from the common start, and for how long to sample run-queue
 # waits; default WARMUP and DURATION).
 # Build first: cargo build --release --bins --examples
 # Bounded: every wait has a deadline; it kills only the processes it started,
@@ -44,6 +46,7 @@ benches=${3:-8}
 rate=${RATE:-10000}
 warmup=${WARMUP:-12}
 duration=${DURATION:-10}
+start_in=${START_IN:-8}
 sources=${SOURCES:-4}
 port=${PORT:-7100}
 server_bin=$(realpath "${ECHO_SERVER:-target/release/echo-server}")
@@ -171,11 +174,15 @@ inuse_before=$(sock_field inuse)
 # Benches: all started at once; shares differ by at most one.
 drops_before=$(softnet_drops)
 t0=$(now)
+# One start for every bench's load, after all have opened (--start-at): the
+# measured windows coincide, so no process's opening or closing falls in
+# another's window.
+start_at=$(python3 -c "print(f'{$t0 + $start_in:.3f}')")
 for b in $(seq "$benches"); do
     share=$((total / benches + (b <= total % benches ? 1 : 0)))
     ip netns exec "$ns" "$bench_bin" pingpong --addr "127.0.0.1:$port" --connections "$share" \
         --sources "127.0.$b.1-127.0.$b.$sources" --rate "$(python3 -c "print($rate / $benches)")" \
-        --size 64 --warmup "$warmup" --duration "$duration" --timeout 30 \
+        --size 64 --warmup "$warmup" --duration "$duration" --timeout 30 --start-at "$start_at" \
         --percentiles 50,90,99,99.9 >"$tmp/bench$b.out" 2>"$tmp/bench$b.err" </dev/null &
     bench_pids+=($!)
     echo "$(now)" >"$tmp/bench$b.start"
@@ -200,11 +207,11 @@ fi
 
 # How long each process waited for a CPU while runnable (schedstat's
 # run_delay), sampled every 100 ms for DURATION s from WARMUP s after the
-# start (inside every bench's measured window, which begins WARMUP s after
-# its own connections opened): the longest stretch in which it waited for
+# common start (inside every bench's measured window, which begins WARMUP s
+# after the --start-at time): the longest stretch in which it waited for
 # more than half of every sample says whether a latency tail was the
 # process not running at all.
-python3 - "$tmp/sched" "${SAMPLE_SECS:-$duration}" "$(python3 -c "print($t0 + ${SAMPLE_FROM:-$warmup})")" \
+python3 - "$tmp/sched" "${SAMPLE_SECS:-$duration}" "$(python3 -c "print($start_at + ${SAMPLE_FROM:-$warmup})")" \
     "${server_pids[@]}" -- "${bench_pids[@]}" <<'SAMPLER' &
 import sys, time
 out, limit, start, rest = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
@@ -274,7 +281,7 @@ for p in "${server_pids[@]}"; do server_ticks=$((server_ticks + $(ticks "$p") - 
 for p in "${bench_pids[@]}"; do bench_ticks=$((bench_ticks + $(ticks "$p") - ticks_from[$p])); done
 
 # Wait for the benches, bounded.
-deadline=$(($(date +%s) + warmup + duration + 90))
+deadline=$(($(date +%s) + start_in + warmup + duration + 90))
 for p in "${bench_pids[@]}"; do
     while kill -0 "$p" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.2; done
 done

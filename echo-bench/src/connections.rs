@@ -209,6 +209,7 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
         sources: options.sources,
         timeout: options.timeout,
         opening: Opening::Any,
+        start_at: None,
     };
     let run = run::run(&plan, || Crowd::new(options))?;
     let mut report = Report {

@@ -5,7 +5,7 @@
 
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use echo_bench::{
@@ -183,6 +183,14 @@ struct PingpongArgs {
     /// (default: as for `connections`). For an IPv4 loopback server only.
     #[arg(long, value_name = "K|FIRST-LAST", value_parser = dial::Sources::parse)]
     sources: Option<dial::Sources>,
+
+    /// Start the load (the warm-up) at this wall-clock time, in seconds
+    /// since the Unix epoch (such as `$(($(date +%s) + 10))`), once every
+    /// connection is open, so that several echo-bench processes measure
+    /// the same window. A time already past when the connections are open
+    /// starts at once; `start_late_secs` says by how much.
+    #[arg(long, value_name = "UNIX_SECS", value_parser = parse_start_at)]
+    start_at: Option<SystemTime>,
 }
 
 #[derive(Args, Debug)]
@@ -324,6 +332,15 @@ struct UdpArgs {
     percentiles: PercentilesArg,
 }
 
+fn parse_start_at(s: &str) -> Result<SystemTime, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if (0.0..1e11).contains(&secs) => {
+            Ok(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs))
+        }
+        _ => Err("expected seconds since the Unix epoch, such as 1796000000".to_string()),
+    }
+}
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r > 0.0 && r <= pingpong::MAX_RATE => Ok(r),
@@ -398,6 +415,7 @@ fn main() -> ExitCode {
             timeout: a.server.timeout,
             threads: a.threads as usize,
             sources: a.sources.unwrap_or_default(),
+            start_at: a.start_at,
         })),
         Mode::Stream(a) => format.finish(stream::run(&stream::Options {
             addr,

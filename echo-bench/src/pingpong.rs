@@ -103,6 +103,10 @@ pub struct Options {
     /// Source addresses to spread the connections over (see
     /// [`dial::Sources`]). Only for an IPv4 loopback server.
     pub sources: dial::Sources,
+    /// When the load (its warm-up) starts, on the wall clock, once every
+    /// connection is open; `None`: at once. Several processes given one
+    /// time measure the same window.
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 impl Options {
@@ -121,6 +125,7 @@ impl Options {
             timeout: DEFAULT_TIMEOUT,
             threads: 1,
             sources: dial::Sources::Chosen,
+            start_at: None,
         }
     }
 
@@ -167,6 +172,9 @@ pub struct Report {
     pub options: Options,
     /// How long opening every connection took.
     pub connect_time: Duration,
+    /// How late the load started after `--start-at` (connections were
+    /// still opening then).
+    pub start_late: Duration,
     /// The measured window: `--duration`, or less if every connection
     /// failed before it ended.
     pub measured: Duration,
@@ -354,6 +362,12 @@ impl Outcome for Report {
             "connect_secs",
             format!("{:.3}", self.connect_time.as_secs_f64()),
         );
+        if o.start_at.is_some() {
+            line.push(
+                "start_late_secs",
+                format!("{:.3}", self.start_late.as_secs_f64()),
+            );
+        }
         line.push("warmup_secs", format!("{:.3}", o.warmup.as_secs_f64()));
         line.push(
             "duration_secs",
@@ -399,6 +413,7 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
     options.threads = options.threads.min(options.connections);
     let plan = Plan {
         sources: options.sources,
+        start_at: options.start_at,
         ..Plan::every(
             options.addr,
             options.connections,
@@ -409,6 +424,7 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
     let mut report = Report {
         options: options.clone(),
         connect_time: Duration::ZERO,
+        start_late: Duration::ZERO,
         measured: Duration::ZERO,
         echoes: 0,
         latency: Latency::new(),
@@ -420,6 +436,7 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
         None => {
             let run = run::run(&plan, || PingPong::new(&options))?;
             report.connect_time = run.open_time;
+            report.start_late = run.late;
             for ran in &run.loops {
                 report.add(&ran.mode.tally, ran.ended, &ran.failures);
             }
@@ -427,6 +444,7 @@ pub fn run(options: &Options) -> Result<Report, LoadError> {
         Some(rate) => {
             let run = run::run(&plan, || Paced::new(&options, rate))?;
             report.connect_time = run.open_time;
+            report.start_late = run.late;
             let mut pacing = Pacing {
                 requested: rate,
                 ..Pacing::default()

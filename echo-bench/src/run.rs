@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::{Condvar, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Poll};
 
@@ -53,6 +53,10 @@ pub(crate) struct Plan {
     pub(crate) timeout: Duration,
     /// Which connections the load needs.
     pub(crate) opening: Opening,
+    /// When the load starts, on the wall clock, once every connection is
+    /// open: so that several processes load a server over the same
+    /// window. `None`: as soon as they are open.
+    pub(crate) start_at: Option<SystemTime>,
 }
 
 impl Plan {
@@ -72,6 +76,7 @@ impl Plan {
             sources: dial::Sources::Chosen,
             timeout,
             opening: Opening::Every,
+            start_at: None,
         }
     }
 }
@@ -88,6 +93,9 @@ pub(crate) struct Run<M> {
     pub(crate) open_time: Duration,
     /// Source addresses used (0: the kernel chose).
     pub(crate) sources: usize,
+    /// How late the load started after [`Plan::start_at`]: the connections
+    /// were still opening then. Zero without a start time.
+    pub(crate) late: Duration,
 }
 
 /// Raises the descriptor limit, opens `plan`'s connections on
@@ -115,10 +123,12 @@ pub(crate) fn run<M: Mode + Send>(
         )
     })?;
     let mut opened = Opened::default();
+    let mut late = Duration::ZERO;
     let mut loops = Vec::with_capacity(results.len());
     for result in results {
-        let (loop_opened, ran) = result?;
+        let (loop_opened, loop_late, ran) = result?;
         opened.add(loop_opened);
+        late = late.max(loop_late);
         loops.extend(ran);
     }
     let enough = match plan.opening {
@@ -133,20 +143,22 @@ pub(crate) fn run<M: Mode + Send>(
         opened: opened.count,
         open_time: opened.elapsed,
         sources: sources.len(),
+        late,
     })
 }
 
 /// One loop: opens the connections numbered `range`, waits at the gate for
 /// the run's other loops, then, if the load may start, drives `mode` over
 /// them on this thread. Returns how the connections opened and, unless the
-/// run is called off, what the loop did.
+/// run is called off, what the loop did; and how late it started after
+/// [`Plan::start_at`].
 fn one_loop<M: Mode>(
     plan: &Plan,
     sources: &[IpAddr],
     range: Range<usize>,
     gate: &Gate,
     mode: M,
-) -> Result<(Opened, Option<Ran<M>>), LoadError> {
+) -> Result<(Opened, Duration, Option<Ran<M>>), LoadError> {
     let first = range.start;
     let prepared = (|| {
         let mut poll = Poll::new().map_err(|e| LoadError::Setup("poll", e))?;
@@ -172,7 +184,7 @@ fn one_loop<M: Mode>(
     let opened = Opened::of(&mut dialed);
     if !go {
         // The run will stop with one error line: nothing to report.
-        return Ok((opened, None));
+        return Ok((opened, Duration::ZERO, None));
     }
     if opened.count == 0 {
         // Nothing to load, but its failures count: the mode, never
@@ -183,15 +195,28 @@ fn one_loop<M: Mode>(
             elapsed: Duration::ZERO,
             ended: Instant::now(),
         };
-        return Ok((opened, Some(ran)));
+        return Ok((opened, Duration::ZERO, Some(ran)));
     }
     log::info!(
         "opened {} connections in {:.3}s",
         opened.count,
         opened.elapsed.as_secs_f64()
     );
+    let late = plan.start_at.map_or(Duration::ZERO, wait_until);
     let ran = driver::drive(mode, &mut poll, &mut events, &mut dialed, first)?;
-    Ok((opened, Some(ran)))
+    Ok((opened, late, Some(ran)))
+}
+
+/// Sleeps until `at` on the wall clock (the connections are open and
+/// idle meanwhile); returns how late it already was, if it was.
+fn wait_until(at: SystemTime) -> Duration {
+    match at.duration_since(SystemTime::now()) {
+        Ok(wait) => {
+            thread::sleep(wait);
+            Duration::ZERO
+        }
+        Err(past) => past.duration(),
+    }
 }
 
 /// The connections thread `t` of `threads` drives: a contiguous share of

@@ -1370,3 +1370,49 @@ fn pingpong_catches_a_server_that_never_closes() {
         assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
     }
 }
+
+/// `--start-at` holds the load, connections open, until the wall-clock
+/// time given, so that several processes measure one window; a time
+/// already past starts at once, and the result line says how late.
+#[test]
+fn pingpong_starts_at_the_time_given() {
+    let server = server();
+    let addr = server.addr().to_string();
+    let epoch = |t: std::time::SystemTime| {
+        let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+        format!("{:.3}", secs.as_secs_f64())
+    };
+    let at = std::time::SystemTime::now() + Duration::from_millis(1500);
+    let args = |start: &str| {
+        bench(&[
+            "pingpong",
+            "--addr",
+            &addr,
+            "-c",
+            "2",
+            "-d",
+            "0.2",
+            "--warmup",
+            "0",
+            "--start-at",
+            start,
+        ])
+    };
+    let run = args(&epoch(at));
+    run.assert_success();
+    let r = result_line(&run);
+    assert_eq!(r["start_late_secs"], "0.000", "{r:?}");
+    // The load's window began at `at`, so the run cannot end before it ends.
+    assert!(
+        std::time::SystemTime::now() >= at + Duration::from_millis(200),
+        "the run ended before the window that starts at --start-at"
+    );
+    let past = std::time::SystemTime::now() - Duration::from_secs(10);
+    let run = args(&epoch(past));
+    run.assert_success();
+    assert!(num(&result_line(&run), "start_late_secs") >= 10.0);
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+    for bad in ["-1", "soon", "inf"] {
+        assert_eq!(args(bad).status.code(), Some(2), "{bad}");
+    }
+}
