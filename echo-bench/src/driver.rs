@@ -550,16 +550,19 @@ impl<M: Mode> Driver<M> {
             if now >= self.mode.deadline() {
                 let flow = self.mode.on_timer(now, self.conns.len());
                 if let Flow::Send { from, count } = flow {
+                    // Then through the poll, at once if more is due: a
+                    // schedule that runs ahead of the loop must not keep
+                    // it from reading the echoes (or from its deadlines).
                     self.send_due(from, count, now);
+                } else {
+                    self.sweep(now);
+                    if flow == Flow::Stop {
+                        return Ok(now);
+                    }
+                    // The next phase may be due at once: look again before
+                    // waiting.
                     continue;
                 }
-                self.sweep(now);
-                if flow == Flow::Stop {
-                    return Ok(now);
-                }
-                // The next phase may be due at once: look again before
-                // waiting.
-                continue;
             }
             if M::ENDS_WHEN_ALL_CLOSED && self.conns.is_empty() {
                 return Ok(now);

@@ -410,9 +410,18 @@ impl Mode for Paced<'_> {
     }
 
     /// Sends due come first, so the last slots before a phase's end go
-    /// out in it; then the phase's end, if it has come.
+    /// out in it; then the phase's end, if it has come. Once the end has
+    /// come it goes first: a schedule the loop cannot keep up with would
+    /// otherwise always have a slot due, and the phase would never end
+    /// (slots of the window never sent are counted as `unsent`).
     fn on_timer(&mut self, now: Instant, live: usize) -> Flow {
-        if self.on_schedule() && now >= self.next_send {
+        let phase_over = match self.phase {
+            Phase::Warming => now >= self.tally.from,
+            Phase::Loading => now >= self.tally.until,
+            Phase::Finishing { until } => now >= until,
+            Phase::Over => true,
+        };
+        if !phase_over && self.on_schedule() && now >= self.next_send {
             if let Some(flow) = self.release(now) {
                 return flow;
             }

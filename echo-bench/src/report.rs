@@ -563,6 +563,19 @@ pub(crate) fn mib_per_sec(bytes: u64, elapsed: Duration) -> f64 {
     per_sec(bytes, elapsed) / (1024.0 * 1024.0)
 }
 
+/// A rate as people read one: whole numbers from 100 up, else three
+/// significant digits or so (`0.400`, `12.50`), so that a low `--rate`
+/// does not print as 0.
+pub(crate) fn rate(per_sec: f64) -> String {
+    if per_sec >= 100.0 {
+        format!("{per_sec:.0}")
+    } else if per_sec >= 10.0 {
+        format!("{per_sec:.1}")
+    } else {
+        format!("{per_sec:.3}")
+    }
+}
+
 /// `n` per second over `elapsed` (0 for an empty interval).
 pub(crate) fn per_sec(n: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
