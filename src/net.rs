@@ -155,38 +155,6 @@ pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mio_echo_net::parse_socket_addr;
-
-    /// An IPv4-mapped address binds with IPV6_V6ONLY on (the default) and
-    /// takes IPv4 connections to the address it maps.
-    #[test]
-    fn a_mapped_address_binds_whatever_v6_only_says() {
-        let addr = parse_socket_addr("[::ffff:127.0.0.1]:0").unwrap();
-        let options = SocketOptions {
-            v6_only: true,
-            ..SocketOptions::default()
-        };
-        let listener = bind_tcp(addr, options).expect("bind a mapped address");
-        let port = listener.local_addr().unwrap().port();
-        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect over IPv4");
-    }
-
-    /// A link-local address without its interface: the error says so
-    /// instead of the kernel's bare "invalid argument".
-    #[test]
-    fn a_link_local_address_without_a_scope_says_what_it_lacks() {
-        let addr = parse_socket_addr("[fe80::1]:0").unwrap();
-        let Err(e) = bind_tcp(addr, SocketOptions::default()) else {
-            return; // Some system bound it after all: nothing to explain.
-        };
-        let text = crate::error::describe(&e);
-        assert!(text.contains("needs its interface"), "{text}");
-    }
-}
-
 /// An integer socket option of `fd` that socket2 does not read for this
 /// platform (`getsockopt(2)`, `level` and `name` as there).
 #[cfg(not(any(
@@ -219,5 +187,37 @@ pub(crate) fn int_option(
         Err(io::Error::last_os_error())
     } else {
         Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio_echo_net::parse_socket_addr;
+
+    /// An IPv4-mapped address binds with IPV6_V6ONLY on (the default) and
+    /// takes IPv4 connections to the address it maps.
+    #[test]
+    fn a_mapped_address_binds_whatever_v6_only_says() {
+        let addr = parse_socket_addr("[::ffff:127.0.0.1]:0").unwrap();
+        let options = SocketOptions {
+            v6_only: true,
+            ..SocketOptions::default()
+        };
+        let listener = bind_tcp(addr, options).expect("bind a mapped address");
+        let port = listener.local_addr().unwrap().port();
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect over IPv4");
+    }
+
+    /// A link-local address without its interface: the error says so
+    /// instead of the kernel's bare "invalid argument".
+    #[test]
+    fn a_link_local_address_without_a_scope_says_what_it_lacks() {
+        let addr = parse_socket_addr("[fe80::1]:0").unwrap();
+        let Err(e) = bind_tcp(addr, SocketOptions::default()) else {
+            return; // Some system bound it after all: nothing to explain.
+        };
+        let text = crate::error::describe(&e);
+        assert!(text.contains("needs its interface"), "{text}");
     }
 }

@@ -4,6 +4,9 @@
 //! error is the systemd journal (`JOURNAL_STREAM` names it) each line
 //! carries its syslog priority and no timestamp. Every wait has a deadline
 //! and the child is killed if a test fails.
+// The journal tests need Linux (GNU stat, /proc); elsewhere they are
+// compiled out, and what only they use goes unused.
+#![cfg_attr(not(target_os = "linux"), allow(unused_imports, dead_code))]
 
 mod common;
 
@@ -162,6 +165,7 @@ const PRIORITIES: [(&str, &str); 5] = [
 /// `/proc/self/fd/2` there is the pipe the test reads the log from (the
 /// shell's standard error, which the server inherits): the journal's case;
 /// any other file is the case of a variable inherited from a parent.
+#[cfg(target_os = "linux")]
 fn with_journal_stream_of(file: &str, args: &[&str]) -> Command {
     let server = server_command();
     let mut command = Command::new("sh");
@@ -218,6 +222,7 @@ fn level_after<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
 /// inode): every line starts with the priority of its level (debug `<7>`,
 /// info `<6>`, the refusal's warning `<4>`) and then the level, with no
 /// timestamp before it.
+#[cfg(target_os = "linux")] // GNU stat(1) and /proc/self/fd
 #[test]
 fn on_the_journal_every_line_starts_with_the_priority_of_its_level() {
     let lines = log_of_a_refusal(&mut with_journal_stream_of(
@@ -246,6 +251,7 @@ fn on_the_journal_every_line_starts_with_the_priority_of_its_level() {
 
 /// An error that stops the server before it serves (its address is taken)
 /// goes to the journal at priority `<3>`.
+#[cfg(target_os = "linux")] // GNU stat(1) and /proc/self/fd
 #[test]
 fn on_the_journal_an_error_that_ends_the_server_is_priority_3() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -282,6 +288,7 @@ fn assert_plain(lines: &[String], case: &str) {
 /// `JOURNAL_STREAM` naming another file (what a child inherits from a
 /// parent whose standard error was the journal) means no priorities: the
 /// lines are as on a terminal, timestamps and all.
+#[cfg(target_os = "linux")] // GNU stat(1) and /proc/self/fd
 #[test]
 fn journal_stream_naming_another_file_adds_no_priority() {
     let lines = log_of_a_refusal(&mut with_journal_stream_of(

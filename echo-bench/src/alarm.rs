@@ -13,9 +13,10 @@
 //! its latencies run from when each message was due. The poll's timeout
 //! stays set as well, so a loop wakes (a little late) even without it.
 //!
-//! Linux only: elsewhere there is no timerfd, and [`Alarm`] is a stand-in
-//! that says once, at start-up, that scheduled wakes keep the poll's
-//! millisecond there.
+//! Linux only: elsewhere there is no timerfd, and none is needed: mio's
+//! kqueue passes the poll's timeout on to the nanosecond, so [`Alarm`] is
+//! a stand-in with nothing to arm, and every loop that uses it also sets
+//! the poll's timeout to the same moment.
 
 use std::io;
 #[cfg(target_os = "linux")]
@@ -104,22 +105,15 @@ impl Alarm {
     }
 }
 
-/// Where there is no timerfd: nothing to arm, and the poll's timeout, in
-/// whole milliseconds, wakes the loop.
+/// Where there is no timerfd (kqueue, whose timeout is already precise):
+/// nothing to arm; the poll's timeout wakes the loop.
 #[cfg(not(target_os = "linux"))]
 pub(crate) struct Alarm;
 
 #[cfg(not(target_os = "linux"))]
 impl Alarm {
-    /// Says once that scheduled wakes keep the poll's millisecond here.
+    /// The stand-in.
     pub(crate) fn new(_registry: &Registry, _token: Token) -> io::Result<Alarm> {
-        static SAID: std::sync::Once = std::sync::Once::new();
-        SAID.call_once(|| {
-            log::warn!(
-                "no timerfd on this platform: scheduled sends and connects wake up to \
-                 1 ms late, and open-loop latencies include that"
-            );
-        });
         Ok(Alarm)
     }
 

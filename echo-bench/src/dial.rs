@@ -122,6 +122,11 @@ impl Sources {
             Sources::First(k) if !loopback_v4 && k > 1 => Err(not_loopback(target)),
             Sources::Range(..) if !loopback_v4 => Err(not_loopback(target)),
             Sources::Chosen | Sources::First(_) if !loopback_v4 => Ok(Vec::new()),
+            // Only Linux answers on all of 127.0.0.0/8 by itself; elsewhere
+            // 127.0.0.2 and up exist only as aliases someone added, so the
+            // default leaves the choice to the kernel (asked for, they are
+            // bound, and fail to bind where they do not exist).
+            Sources::Chosen if !cfg!(target_os = "linux") => Ok(Vec::new()),
             Sources::Chosen => match count.div_ceil(PER_SOURCE) {
                 0 | 1 => Ok(Vec::new()),
                 k => Ok(first_k(k.min(MAX_SOURCES))),

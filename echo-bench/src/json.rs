@@ -51,11 +51,12 @@ impl Object {
         &mut self.text
     }
 
-    /// `"key":value`, as a number if `value` is one, else as a string.
+    /// `"key":value`, as a number if `value` is one, a boolean if it is
+    /// `true` or `false` (such as `kept_up`), else as a string.
     fn value(&mut self, key: &str, value: &str) {
-        let number = is_number(value);
+        let bare = is_number(value) || value == "true" || value == "false";
         let out = self.key(key);
-        if number {
+        if bare {
             out.push_str(value);
         } else {
             escape_into(out, value);
@@ -102,7 +103,7 @@ pub fn report(report: &(impl Outcome + ?Sized)) -> String {
         "failure_details",
         failures.details().iter().map(String::as_str),
     );
-    let error = (failures.total() > 0).then(|| failures.summary(report.connections()));
+    let error = (failures.total() > 0).then(|| report.failure_summary());
     object.string("error", error.as_deref());
     object.finish()
 }

@@ -21,7 +21,7 @@ use mio_echo_net::{parse_socket_addr, DEFAULT_ADDR};
 /// says otherwise). Each mode prints a summary, then one line of
 /// `result key=value ...` for scripts (or, with --json, one JSON object).
 /// When standard error is a terminal, a progress line there shows the load
-/// once a second.
+/// of a TCP mode once a second.
 ///
 /// Exit status: 0 if every byte came back unchanged; 1 if any connection
 /// failed (refused, reset, closed early, a byte differed, or silent for

@@ -7,7 +7,8 @@
 //!
 //! Off unless the binary asks for it ([`show`], when standard error is a
 //! terminal), so a library user, a pipe or a log file never sees it. Every
-//! mode gets it through the driver, which keeps what the line needs anyway
+//! TCP mode gets it through the driver (`udp`, with a loop of its own, has
+//! none), which keeps what the line needs anyway
 //! (live connections, bytes checked, failures) and asks the mode only for
 //! its echoes (`Mode::echoes` in `src/driver.rs`; a mode without messages
 //! shows MiB/s instead).

@@ -547,7 +547,9 @@ impl<'a> Flood<'a> {
                             wake = now;
                         }
                     } else {
-                        // To the microsecond, not the poll's millisecond.
+                        // To the microsecond, not the poll's millisecond
+                        // (which still wakes the loop where no alarm can).
+                        wake = wake.min(at);
                         self.alarm
                             .set(at, now)
                             .map_err(|e| LoadError::Setup("timer", e))?;
