@@ -243,6 +243,17 @@ fn offers(shell: &str, script: &str, flag: &str) -> bool {
     }
 }
 
+/// Both checks of a completion script: it names every one of `flags` where
+/// `shell` lists options ([`assert_completion_script`]) and, for bash and
+/// fish, the shell completes `line --` to each ([`assert_completes`]; zsh's
+/// would need a terminal).
+pub fn assert_offers_every_flag(shell: &str, script: &str, line: &str, flags: &[String]) {
+    assert_completion_script(shell, script, flags);
+    if shell != "zsh" {
+        assert_completes(shell, script, line, flags);
+    }
+}
+
 /// Fails unless bash or fish, if installed, given `script`, completes
 /// `line --` (`line` being the program and any subcommand) to every one of
 /// `flags`: the script is what the shell would load, and the completion is
