@@ -80,25 +80,41 @@ fn fake_server(serve: impl FnOnce(TcpStream) + Send + 'static) -> SocketAddr {
     addr
 }
 
-/// Echoes like a real server, except that stream byte `flip` comes back
-/// with its low bit changed.
-fn corrupting_server(flip: usize) -> SocketAddr {
+/// Echoes what it reads, in order, after `tamper` has seen each chunk (its
+/// offset in the stream, and its bytes, which it may change), and hands
+/// the stream to `end` once the client's EOF came.
+fn echoing_server(
+    mut tamper: impl FnMut(usize, &mut [u8]) + Send + 'static,
+    end: impl FnOnce(&mut TcpStream) + Send + 'static,
+) -> SocketAddr {
     fake_server(move |mut stream| {
         let mut buf = [0u8; 4096];
         let mut at = 0;
         while let Ok(n) = stream.read(&mut buf) {
             if n == 0 {
-                break;
+                end(&mut stream);
+                return;
             }
-            if (at..at + n).contains(&flip) {
-                buf[flip - at] ^= 0x01;
-            }
+            tamper(at, &mut buf[..n]);
             at += n;
             if stream.write_all(&buf[..n]).is_err() {
-                break;
+                return;
             }
         }
     })
+}
+
+/// Echoes like a real server, except that stream byte `flip` comes back
+/// with its low bit changed.
+fn corrupting_server(flip: usize) -> SocketAddr {
+    echoing_server(
+        move |at, chunk| {
+            if (at..at + chunk.len()).contains(&flip) {
+                chunk[flip - at] ^= 0x01;
+            }
+        },
+        |_| {},
+    )
 }
 
 /// Strict ping-pong over a few connections: echoes counted, none wrong.
@@ -1041,40 +1057,22 @@ fn churn_and_udp_with_nobody_there_is_one_error_line() {
 /// Echoes like a real server, but once it has read `after` bytes it stops
 /// for `stall` before going on: a pause a load tool should see.
 fn stalling_server(after: usize, stall: Duration) -> SocketAddr {
-    fake_server(move |mut stream| {
-        let mut buf = [0u8; 4096];
-        let (mut at, mut stalled) = (0, false);
-        while let Ok(n) = stream.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            at += n;
-            if at >= after && !stalled {
+    let mut stalled = false;
+    echoing_server(
+        move |at, chunk| {
+            if at + chunk.len() >= after && !stalled {
                 stalled = true;
                 thread::sleep(stall);
             }
-            if stream.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-    })
+        },
+        |_| {},
+    )
 }
 
 /// Echoes, then ends the stream its own way once the client's EOF came:
 /// `end` gets the stream.
 fn ending_server(end: impl FnOnce(&mut TcpStream) + Send + 'static) -> SocketAddr {
-    fake_server(move |mut stream| {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stream.read(&mut buf) {
-            if n == 0 {
-                end(&mut stream);
-                return;
-            }
-            if stream.write_all(&buf[..n]).is_err() {
-                return;
-            }
-        }
-    })
+    echoing_server(|_, _| {}, end)
 }
 
 /// At a modest rate a real server keeps up: the rate achieved is the rate
